@@ -1,0 +1,201 @@
+//! Throughput of the kernels through SQL, against a plain Rust loop over the same Arrow arrays.
+//!
+//! `cargo bench --bench kernels` (release profile). Prints rows/s and peak RSS per case; the
+//! workload is 1M ts-ordered rows over 1,000 symbols in 8,192-row batches. Set
+//! `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to change it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::common::HashMap;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{SortExpr, col};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+
+const BATCH: usize = 8_192;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn generate(rows: usize, symbols: usize) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("price", DataType::Float64, false),
+        Field::new("qty", DataType::Float64, false),
+        Field::new("bid_px", DataType::Float64, false),
+        Field::new("bid_sz", DataType::Float64, false),
+        Field::new("ask_px", DataType::Float64, false),
+        Field::new("ask_sz", DataType::Float64, false),
+    ]));
+    let names: Vec<String> = (0..symbols).map(|s| format!("SYM{s:05}")).collect();
+    let mut state = 88172645463325252u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut mids = vec![100.0f64; symbols];
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = BATCH.min(rows - start);
+        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); 6];
+        let mut ts = Vec::with_capacity(n);
+        let mut sym = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = (next() % symbols as u64) as usize;
+            mids[s] += ((next() % 5) as f64 - 2.0) * 0.01;
+            ts.push((start + i) as i64);
+            sym.push(names[s].as_str());
+            let m = mids[s];
+            for (c, v) in cols.iter_mut().zip([
+                m,
+                (next() % 100 + 1) as f64,
+                m - 0.01,
+                (next() % 10 + 1) as f64 * 100.0,
+                m + 0.01,
+                (next() % 10 + 1) as f64 * 100.0,
+            ]) {
+                c.push(v);
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(StringArray::from(sym)),
+        ];
+        arrays.extend(
+            cols.into_iter()
+                .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef),
+        );
+        out.push(RecordBatch::try_new(Arc::clone(&schema), arrays).unwrap());
+        start += n;
+    }
+    out
+}
+
+/// Peak resident set since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn context(batches: &[RecordBatch]) -> SessionContext {
+    let ctx = SessionContext::new_with_config(SessionConfig::new());
+    datafusion_fintech::register_all(&ctx).unwrap();
+    let table = MemTable::try_new(batches[0].schema(), vec![batches.to_vec()])
+        .unwrap()
+        .with_sort_order(vec![vec![SortExpr::new(col("ts"), true, false)]]);
+    ctx.register_table("trades", Arc::new(table)).unwrap();
+    ctx
+}
+
+const EWMA: &str =
+    "SELECT ts, symbol, ewma(price, 0.06) OVER (PARTITION BY symbol ORDER BY ts) FROM trades";
+const ALL: &str = "SELECT ts, symbol,
+    ewma(price, 0.06) OVER w, rolling_mean(price, 100) OVER w, rolling_std(price, 100) OVER w,
+    vwap(price, qty) OVER w, log_return(price) OVER w, ofi(bid_px, bid_sz, ask_px, ask_sz) OVER w
+  FROM trades WINDOW w AS (PARTITION BY symbol ORDER BY ts)";
+
+/// Runs `sql` to completion `runs` times (each on fresh state), returns the best rows/s.
+async fn sql_case(batches: &[RecordBatch], sql: &str, pipeline: bool, runs: usize) -> f64 {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut best = 0.0f64;
+    for run in 0..runs {
+        let ctx = context(batches);
+        if pipeline {
+            let set = format!("SET fintech.pipeline = 'bench{run}'");
+            ctx.sql(&set).await.unwrap().collect().await.unwrap();
+        }
+        let start = Instant::now();
+        let mut stream = ctx.sql(sql).await.unwrap().execute_stream().await.unwrap();
+        let mut seen = 0;
+        while let Some(b) = stream.next().await {
+            seen += b.unwrap().num_rows();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(seen, rows);
+        best = best.max(rows as f64 / secs);
+    }
+    best
+}
+
+/// The same EWMA as a hand-written loop over the Arrow arrays: the physical-limit reference.
+fn plain_loop(batches: &[RecordBatch], runs: usize) -> f64 {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut best = 0.0f64;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut state: HashMap<&str, f64> = HashMap::default();
+        let mut checksum = 0.0;
+        for b in batches {
+            let sym = b.column(1).as_string::<i32>();
+            let px = b.column(2).as_primitive::<Float64Type>();
+            let mut out = Float64Builder::with_capacity(b.num_rows());
+            for (s, p) in sym.iter().zip(px.values()) {
+                let y = state
+                    .entry(s.unwrap())
+                    .and_modify(|y| *y = 0.94 * *y + 0.06 * p)
+                    .or_insert(*p);
+                out.append_value(*y);
+            }
+            let out = out.finish();
+            checksum += out.value(out.len() - 1);
+        }
+        std::hint::black_box(checksum);
+        best = best.max(rows as f64 / start.elapsed().as_secs_f64());
+    }
+    best
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; any other argument is a case-name filter.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rows = env_usize("FINTECH_BENCH_ROWS", 1_000_000);
+    let symbols = env_usize("FINTECH_BENCH_SYMBOLS", 1_000);
+    let runs = env_usize("FINTECH_BENCH_RUNS", 3);
+    let batches = generate(rows, symbols);
+    println!(
+        "workload: {rows} rows, {symbols} symbols, ts-ordered, {BATCH}-row batches; best of {runs}"
+    );
+    println!("{:<40} {:>14} {:>14}", "case", "rows/s", "peak RSS MiB");
+    let cases: [(&str, Option<(&str, bool)>); 5] = [
+        ("plain Rust loop, ewma", None),
+        ("sql ewma, no pipeline", Some((EWMA, false))),
+        ("sql ewma, memory pipeline", Some((EWMA, true))),
+        ("sql all six kernels, no pipeline", Some((ALL, false))),
+        ("sql all six kernels, memory pipeline", Some((ALL, true))),
+    ];
+    for (name, case) in cases {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        reset_peak_rss();
+        let rate = match case {
+            None => plain_loop(&batches, runs),
+            Some((sql, pipeline)) => sql_case(&batches, sql, pipeline, runs).await,
+        };
+        println!("{name:<40} {rate:>14.0} {:>14.1}", peak_rss_mib());
+    }
+}

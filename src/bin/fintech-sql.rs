@@ -1,0 +1,77 @@
+//! `fintech-sql`: run SQL with datafusion-fintech registered.
+//!
+//! ```text
+//! fintech-sql -f queries.sql      run a file
+//! fintech-sql -c "SELECT 1"       run a command
+//! fintech-sql < queries.sql       run standard input
+//! ```
+//! Statements run in order and their results print as tables. The first error is printed to
+//! stderr and the exit code is 1.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
+
+const USAGE: &str = "usage: fintech-sql [-f FILE | -c SQL]   (no argument: read SQL from stdin)";
+
+fn read_input() -> std::result::Result<String, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            Ok(s)
+        }
+        [flag, file] if flag == "-f" => {
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))
+        }
+        [flag, sql] if flag == "-c" => Ok(sql.clone()),
+        [flag] if flag == "-h" || flag == "--help" => Err(USAGE.to_string()),
+        _ => Err(format!("bad arguments\n{USAGE}")),
+    }
+}
+
+async fn run(sql: &str) -> Result<()> {
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    datafusion_fintech::register_all(&ctx)?;
+    let statements = DFParser::parse_sql(sql)?;
+    for statement in statements {
+        let state = ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let batches = df.collect().await?;
+        if batches.iter().any(|b| b.num_columns() > 0) {
+            println!("{}", pretty_format_batches(&batches)?);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let sql = match read_input() {
+        Ok(sql) => sql,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&sql).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let e = match e {
+                DataFusionError::Context(_, inner) => *inner,
+                e => e,
+            };
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

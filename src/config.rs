@@ -1,0 +1,242 @@
+//! The `fintech` settings namespace: `SET fintech.pipeline = 'ticks'` and friends.
+//!
+//! Hand-written rather than `extensions_options!` so that `entries()` returns the full
+//! `fintech.`-prefixed names: that is what makes `SHOW fintech.x` and
+//! `information_schema.df_settings` work.
+
+use std::any::Any;
+use std::fmt;
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionConfig;
+
+/// Backends a user can name, and whether this build has them.
+pub const BACKENDS: &[&str] = &["memory", "rocksdb", "tonbo"];
+
+/// What to do with a row whose ORDER BY value is older than its key's last applied one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LateRows {
+    /// Leave the state untouched and output NULL.
+    #[default]
+    Skip,
+    /// Apply the row anyway.
+    Apply,
+    /// Fail the query (nothing is committed).
+    Error,
+}
+
+impl LateRows {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LateRows::Skip => "skip",
+            LateRows::Apply => "apply",
+            LateRows::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LateRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `fintech.*` session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FintechConfig {
+    /// `memory` (default), `rocksdb` or `tonbo`.
+    pub state_backend: String,
+    /// Directory of a disk backend; for `memory`, a name that separates independent stores.
+    pub state_path: String,
+    /// Name of the state that carries across queries; empty means per-query state.
+    pub pipeline: String,
+    pub late_rows: LateRows,
+    /// Source position stored atomically with the next commit; empty means none.
+    pub commit_tag: String,
+}
+
+impl Default for FintechConfig {
+    fn default() -> Self {
+        Self {
+            state_backend: "memory".into(),
+            state_path: String::new(),
+            pipeline: String::new(),
+            late_rows: LateRows::Skip,
+            commit_tag: String::new(),
+        }
+    }
+}
+
+const ENTRIES: &[(&str, &str)] = &[
+    (
+        "state_backend",
+        "Where pipeline state lives: memory (default), rocksdb or tonbo.",
+    ),
+    (
+        "state_path",
+        "Directory of a disk state backend. With memory, a name that keeps stores apart.",
+    ),
+    (
+        "pipeline",
+        "Name of the state that carries across queries. Empty (default): every query starts \
+         from empty state.",
+    ),
+    (
+        "late_rows",
+        "A row older than its key's last applied ORDER BY value: skip (default: state \
+         untouched, output NULL), apply, or error.",
+    ),
+    (
+        "commit_tag",
+        "Source position (offset, file name, batch number) stored atomically with the next \
+         pipeline commit. A query whose tag equals the last committed tag is refused.",
+    ),
+];
+
+/// The error for a backend this build cannot open.
+pub fn backend_unavailable(backend: &str) -> DataFusionError {
+    if BACKENDS.contains(&backend) {
+        DataFusionError::Configuration(format!(
+            "fintech.state_backend '{backend}' is not available in this build of \
+             datafusion-fintech yet; use 'memory'"
+        ))
+    } else {
+        DataFusionError::Configuration(format!(
+            "unknown fintech.state_backend '{backend}': expected one of {}",
+            BACKENDS.join(", ")
+        ))
+    }
+}
+
+impl FintechConfig {
+    /// The settings of a session, defaults if the namespace was never registered.
+    pub fn from_session(config: &datafusion::common::config::ConfigOptions) -> FintechConfig {
+        config
+            .extensions
+            .get::<FintechConfig>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds the namespace to `config` (keeping values already set).
+    pub fn register(config: &mut SessionConfig) {
+        if config.options().extensions.get::<FintechConfig>().is_none() {
+            config
+                .options_mut()
+                .extensions
+                .insert(FintechConfig::default());
+        }
+    }
+
+    pub fn has_pipeline(&self) -> bool {
+        !self.pipeline.is_empty()
+    }
+}
+
+impl ConfigExtension for FintechConfig {
+    const PREFIX: &'static str = "fintech";
+}
+
+impl ExtensionOptions for FintechConfig {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.strip_prefix("fintech.").unwrap_or(key);
+        match key {
+            "state_backend" => {
+                let v = value.trim().to_ascii_lowercase();
+                if v != "memory" {
+                    return Err(backend_unavailable(&v));
+                }
+                self.state_backend = v;
+            }
+            "state_path" => self.state_path = value.to_string(),
+            "pipeline" => self.pipeline = value.trim().to_string(),
+            "late_rows" => {
+                self.late_rows = match value.trim().to_ascii_lowercase().as_str() {
+                    "skip" => LateRows::Skip,
+                    "apply" => LateRows::Apply,
+                    "error" => LateRows::Error,
+                    other => {
+                        return Err(DataFusionError::Configuration(format!(
+                            "unknown fintech.late_rows '{other}': expected skip, apply or error"
+                        )));
+                    }
+                }
+            }
+            "commit_tag" => self.commit_tag = value.to_string(),
+            other => {
+                return Err(DataFusionError::Configuration(format!(
+                    "unknown setting fintech.{other}: the fintech settings are {}",
+                    ENTRIES
+                        .iter()
+                        .map(|(k, _)| format!("fintech.{k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        ENTRIES
+            .iter()
+            .map(|(key, description)| ConfigEntry {
+                key: format!("fintech.{key}"),
+                value: Some(match *key {
+                    "state_backend" => self.state_backend.clone(),
+                    "state_path" => self.state_path.clone(),
+                    "pipeline" => self.pipeline.clone(),
+                    "late_rows" => self.late_rows.to_string(),
+                    "commit_tag" => self.commit_tag.clone(),
+                    _ => unreachable!(),
+                }),
+                description,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_validates_and_entries_are_prefixed() {
+        let mut c = FintechConfig::default();
+        c.set("pipeline", "ticks").unwrap();
+        c.set("late_rows", "ERROR").unwrap();
+        assert_eq!(c.late_rows, LateRows::Error);
+        assert!(
+            c.set("late_rows", "drop")
+                .unwrap_err()
+                .to_string()
+                .contains("late_rows")
+        );
+        assert!(
+            c.set("state_backend", "redis")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown")
+        );
+        assert!(c.set("nope", "x").is_err());
+        let e = c.entries();
+        assert!(e.iter().all(|e| e.key.starts_with("fintech.")));
+        assert!(
+            e.iter()
+                .any(|e| e.key == "fintech.pipeline" && e.value.as_deref() == Some("ticks"))
+        );
+    }
+}

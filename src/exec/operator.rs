@@ -1,0 +1,544 @@
+//! The keyed-state operator: evaluates every fintech kernel of one window clause in a single
+//! pass over its input, keeping one state per key and kernel.
+//!
+//! Per input batch: encode the PARTITION BY values of every row, load the states of keys not
+//! seen yet in one store call per kernel, fold the rows in input order, and append one output
+//! column per kernel. When the input ends, the dirty states go to the [`QueryRun`], which
+//! commits the whole query at once.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::HashMap;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
+};
+use futures::{Stream, StreamExt};
+
+use super::commit::QueryRun;
+use crate::config::{FintechConfig, LateRows};
+use crate::kernels::{Kernel, KernelState};
+use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
+use crate::state::{KeyType, StateInfo, StoreRegistry};
+
+/// One kernel call of the window clause.
+#[derive(Debug, Clone)]
+pub struct KernelCall {
+    pub kernel: Kernel,
+    /// The column inputs (literal parameters are bound in `kernel`).
+    pub inputs: Vec<Arc<dyn PhysicalExpr>>,
+    pub info: StateInfo,
+}
+
+/// Replaces a window node whose functions are all fintech kernels.
+#[derive(Debug)]
+pub struct KeyedStateExec {
+    input: Arc<dyn ExecutionPlan>,
+    calls: Vec<KernelCall>,
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    key_types: Vec<KeyType>,
+    order_by: Arc<dyn PhysicalExpr>,
+    required_ordering: Option<OrderingRequirements>,
+    required_distribution: InputDistributionRequirements,
+    /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
+    planned: FintechConfig,
+    registry: Arc<StoreRegistry>,
+    run: Mutex<Weak<QueryRun>>,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl KeyedStateExec {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        calls: Vec<KernelCall>,
+        partition_by: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<KeyType>,
+        order_by: Arc<dyn PhysicalExpr>,
+        required_ordering: Option<OrderingRequirements>,
+        required_distribution: InputDistributionRequirements,
+        planned: FintechConfig,
+        registry: Arc<StoreRegistry>,
+        properties: PlanProperties,
+    ) -> Self {
+        Self {
+            input,
+            calls,
+            partition_by,
+            key_types,
+            order_by,
+            required_ordering,
+            required_distribution,
+            planned,
+            registry,
+            run: Mutex::new(Weak::new()),
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    pub fn calls(&self) -> &[KernelCall] {
+        &self.calls
+    }
+
+    fn states(&self) -> Vec<StateInfo> {
+        self.calls.iter().map(|c| c.info.clone()).collect()
+    }
+
+    /// The run this partition belongs to: the current one, or a new one if this partition
+    /// was already started (the plan is executed again).
+    fn run_for(&self, partition: usize, config: &FintechConfig) -> Result<Arc<QueryRun>> {
+        let mut current = self.run.lock().unwrap();
+        if let Some(run) = current.upgrade() {
+            if run.claim(partition) {
+                return Ok(run);
+            }
+        }
+        let partitions = self.properties.output_partitioning().partition_count();
+        let run = Arc::new(QueryRun::start(
+            config,
+            &self.registry,
+            &self.states(),
+            partitions,
+        )?);
+        run.claim(partition);
+        *current = Arc::downgrade(&run);
+        Ok(run)
+    }
+}
+
+impl DisplayAs for KeyedStateExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let states: Vec<_> = self
+            .calls
+            .iter()
+            .map(|c| c.info.state_id.as_str())
+            .collect();
+        let pipeline = if self.planned.has_pipeline() {
+            format!("{} ({})", self.planned.pipeline, self.planned.state_backend)
+        } else {
+            "none (per-query state)".to_string()
+        };
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "FintechKeyedStateExec: kernels=[{}], pipeline={pipeline}, late_rows={}",
+                states.join(", "),
+                self.planned.late_rows
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "kernels={}", states.join(", "))?;
+                write!(f, "pipeline={pipeline}")
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for KeyedStateExec {
+    fn name(&self) -> &str {
+        "FintechKeyedStateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        self.required_distribution.clone()
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.required_ordering.clone()]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let exprs = self
+            .partition_by
+            .iter()
+            .chain(std::iter::once(&self.order_by))
+            .chain(self.calls.iter().flat_map(|c| c.inputs.iter()));
+        for e in exprs {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "FintechKeyedStateExec takes one input".into(),
+            ));
+        }
+        Ok(Arc::new(KeyedStateExec::new(
+            children.swap_remove(0),
+            self.calls.clone(),
+            self.partition_by.clone(),
+            self.key_types.clone(),
+            Arc::clone(&self.order_by),
+            self.required_ordering.clone(),
+            self.required_distribution.clone(),
+            self.planned.clone(),
+            Arc::clone(&self.registry),
+            self.properties.as_ref().clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let config = FintechConfig::from_session(context.session_config().options());
+        let run = self.run_for(partition, &config)?;
+        let input = self.input.execute(partition, context)?;
+        let metrics = OperatorMetrics {
+            keys_loaded: MetricBuilder::new(&self.metrics).counter("keys_loaded", partition),
+            keys_stored: MetricBuilder::new(&self.metrics).counter("keys_stored", partition),
+            bytes_loaded: MetricBuilder::new(&self.metrics).counter("bytes_loaded", partition),
+            bytes_stored: MetricBuilder::new(&self.metrics).counter("bytes_stored", partition),
+            late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
+            store_time: MetricBuilder::new(&self.metrics).subset_time("store_time", partition),
+            fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
+        };
+        Ok(Box::pin(KeyedStateStream {
+            schema: self.schema(),
+            input,
+            folder: Folder {
+                calls: self.calls.clone(),
+                partition_by: self.partition_by.clone(),
+                key_types: self.key_types.clone(),
+                order_by: Arc::clone(&self.order_by),
+                late_rows: config.late_rows,
+                index: HashMap::default(),
+                slots: Vec::new(),
+                run,
+                metrics,
+            },
+            done: false,
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct OperatorMetrics {
+    keys_loaded: Count,
+    keys_stored: Count,
+    bytes_loaded: Count,
+    bytes_stored: Count,
+    late_rows: Count,
+    store_time: Time,
+    fold_time: Time,
+}
+
+/// The states of one key, one per kernel call.
+struct Slot {
+    states: Vec<(RecordHeader, KernelState)>,
+    dirty: bool,
+}
+
+/// The per-partition state of the operator.
+struct Folder {
+    calls: Vec<KernelCall>,
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    key_types: Vec<KeyType>,
+    order_by: Arc<dyn PhysicalExpr>,
+    late_rows: LateRows,
+    /// Encoded key -> index into `slots`.
+    index: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Slot>,
+    run: Arc<QueryRun>,
+    metrics: OperatorMetrics,
+}
+
+fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+fn as_f64(array: ArrayRef) -> Result<Float64Array> {
+    let array = if array.data_type() == &DataType::Float64 {
+        array
+    } else {
+        cast(&array, &DataType::Float64)?
+    };
+    Ok(array.as_primitive::<Float64Type>().clone())
+}
+
+impl Folder {
+    fn process(&mut self, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let key_arrays: Vec<ArrayRef> = self
+            .partition_by
+            .iter()
+            .map(|e| evaluate(e, batch))
+            .collect::<Result<_>>()?;
+        let keys = encode_keys(&key_arrays, &self.key_types, n)?;
+
+        let order = cast(&evaluate(&self.order_by, batch)?, &DataType::Int64)?;
+        let order = order.as_primitive::<Int64Type>();
+        if order.null_count() > 0 {
+            return Err(DataFusionError::Execution(format!(
+                "NULL in the ORDER BY column {} of a fintech kernel: every row needs an \
+                 ORDER BY value to be placed in its key's sequence",
+                self.order_by
+            )));
+        }
+        let order = order.values();
+
+        let inputs: Vec<Vec<Float64Array>> = self
+            .calls
+            .iter()
+            .map(|c| {
+                c.inputs
+                    .iter()
+                    .map(|e| as_f64(evaluate(e, batch)?))
+                    .collect::<Result<_>>()
+            })
+            .collect::<Result<_>>()?;
+
+        // Map every row to its key's slot; collect keys never seen by this partition.
+        let mut row_slots = Vec::with_capacity(n);
+        let mut new_slots: Vec<usize> = Vec::new();
+        for i in 0..n {
+            let key = keys.row(i);
+            let slot = match self.index.get(key) {
+                Some(s) => *s,
+                None => {
+                    let s = self.slots.len() as u32;
+                    self.index.insert(key.into(), s);
+                    self.slots.push(Slot {
+                        states: Vec::new(),
+                        dirty: false,
+                    });
+                    new_slots.push(i);
+                    s
+                }
+            };
+            row_slots.push(slot);
+        }
+        if !new_slots.is_empty() {
+            self.load(&new_slots, &keys, &row_slots)?;
+        }
+
+        let _timer = self.metrics.fold_time.timer();
+        let mut outputs: Vec<Float64Builder> = self
+            .calls
+            .iter()
+            .map(|_| Float64Builder::with_capacity(n))
+            .collect();
+        let mut row = [0.0f64; 4];
+        let mut late = 0usize;
+        for i in 0..n {
+            let slot = &mut self.slots[row_slots[i] as usize];
+            let ts = order[i];
+            for (c, call) in self.calls.iter().enumerate() {
+                let cols = &inputs[c];
+                let out = &mut outputs[c];
+                if cols.iter().any(|a| a.is_null(i)) {
+                    out.append_null();
+                    continue;
+                }
+                let (header, state) = &mut slot.states[c];
+                if let Some(last) = header.last_order {
+                    if ts < last {
+                        late += 1;
+                        match self.late_rows {
+                            LateRows::Skip => {
+                                out.append_null();
+                                continue;
+                            }
+                            LateRows::Error => {
+                                return Err(late_row_error(&call.info.state_id, ts, last));
+                            }
+                            LateRows::Apply => {}
+                        }
+                    }
+                }
+                for (v, a) in row.iter_mut().zip(cols) {
+                    *v = a.value(i);
+                }
+                out.append_option(call.kernel.update(state, &row[..cols.len()]));
+                header.rows += 1;
+                header.last_order = Some(header.last_order.map_or(ts, |l| l.max(ts)));
+                slot.dirty = true;
+            }
+        }
+        self.metrics.late_rows.add(late);
+
+        let mut columns = batch.columns().to_vec();
+        columns.extend(outputs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+
+    /// Fills the slots of keys first seen in this batch: from the pipeline's store in one
+    /// call per kernel, or empty.
+    fn load(
+        &mut self,
+        first_rows: &[usize],
+        keys: &crate::state::codec::EncodedKeys,
+        row_slots: &[u32],
+    ) -> Result<()> {
+        let mut loaded: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+        if let Some(p) = &self.run.pipeline {
+            let _timer = self.metrics.store_time.timer();
+            let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
+            for call in &self.calls {
+                let records = p.store.get_many(&p.name, &call.info.state_id, &key_refs)?;
+                let found: Vec<_> = records.iter().flatten().collect();
+                self.metrics.keys_loaded.add(found.len());
+                self.metrics
+                    .bytes_loaded
+                    .add(found.iter().map(|r| r.len()).sum());
+                loaded.push(records);
+            }
+        }
+        for (j, &row) in first_rows.iter().enumerate() {
+            let slot = &mut self.slots[row_slots[row] as usize];
+            for (c, call) in self.calls.iter().enumerate() {
+                let state = match loaded.get(c).and_then(|r| r[j].as_deref()) {
+                    Some(record) => {
+                        let (header, bytes) = decode_record(record)
+                            .map_err(|e| damaged(&call.info.state_id, &e.to_string()))?;
+                        let state = call
+                            .kernel
+                            .decode(bytes)
+                            .map_err(|e| damaged(&call.info.state_id, &e.0))?;
+                        (header, state)
+                    }
+                    None => (RecordHeader::default(), call.kernel.new_state()),
+                };
+                slot.states.push(state);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the dirty states to the run, which commits when every partition is done.
+    fn finish(&mut self) -> Result<()> {
+        let mut puts = Vec::new();
+        if self.run.pipeline.is_some() {
+            let ids: Vec<Arc<str>> = self
+                .calls
+                .iter()
+                .map(|c| Arc::from(c.info.state_id.as_str()))
+                .collect();
+            let mut bytes = 0usize;
+            for (key, &s) in &self.index {
+                let slot = &self.slots[s as usize];
+                if !slot.dirty {
+                    continue;
+                }
+                for ((header, state), (call, id)) in
+                    slot.states.iter().zip(self.calls.iter().zip(&ids))
+                {
+                    if header.rows == 0 {
+                        continue;
+                    }
+                    let mut record = Vec::with_capacity(32);
+                    encode_record(header, &mut record);
+                    call.kernel.encode(state, &mut record);
+                    bytes += key.len() + record.len();
+                    puts.push((Arc::clone(id), key.to_vec(), record));
+                }
+            }
+            self.metrics.keys_stored.add(puts.len());
+            self.metrics.bytes_stored.add(bytes);
+        }
+        let _timer = self.metrics.store_time.timer();
+        self.run.finish_partition(puts)
+    }
+}
+
+fn late_row_error(state_id: &str, ts: i64, last: i64) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "late row for state {state_id}: ORDER BY value {ts} is older than the key's last \
+         applied value {last} (fintech.late_rows = 'error'; use 'skip' or 'apply' to accept it)"
+    ))
+}
+
+fn damaged(state_id: &str, why: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "stored state of {state_id} cannot be decoded ({why}); the store is left as it is"
+    ))
+}
+
+struct KeyedStateStream {
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    folder: Folder,
+    done: bool,
+}
+
+impl Stream for KeyedStateStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        match this.input.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(batch))) => {
+                let out = this.folder.process(&batch, &this.schema);
+                if out.is_err() {
+                    this.done = true;
+                }
+                Poll::Ready(Some(out))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                match this.folder.finish() {
+                    Ok(()) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(Err(e))),
+                }
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for KeyedStateStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}

@@ -1,0 +1,308 @@
+//! The physical optimizer rule that installs [`KeyedStateExec`] in place of DataFusion's window
+//! node wherever a window clause evaluates fintech kernels.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{WindowFrame, WindowFrameBound};
+use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
+use datafusion::physical_expr::window::StandardWindowExpr;
+use datafusion::physical_expr::{
+    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortExpr, PhysicalSortRequirement,
+};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{
+    BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
+};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+
+use super::operator::{KernelCall, KeyedStateExec};
+use crate::config::FintechConfig;
+use crate::state::{KeyColumn, KeyType, StateInfo, StoreRegistry};
+use crate::udwf::KernelUdwf;
+
+/// Replaces window nodes of fintech kernels with the keyed-state operator.
+#[derive(Debug)]
+pub struct KeyedStateRule {
+    registry: Arc<StoreRegistry>,
+}
+
+impl KeyedStateRule {
+    pub fn new(registry: Arc<StoreRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl PhysicalOptimizerRule for KeyedStateRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let settings = FintechConfig::from_session(config);
+        let mut removed_sort = false;
+        let plan = plan
+            .transform_up(|node| match self.rewrite(&node, &settings)? {
+                Some((new, dropped)) => {
+                    removed_sort |= dropped;
+                    Ok(Transformed::yes(new))
+                }
+                None => Ok(Transformed::no(node)),
+            })
+            .data()?;
+        if !removed_sort {
+            return Ok(plan);
+        }
+        // A sort we dropped may have served an operator above us (an ORDER BY on the
+        // partition keys, say): let DataFusion re-establish what is still required.
+        let plan = EnsureRequirements::new().optimize(plan, config)?;
+        SanityCheckPlan::new().optimize(plan, config)
+    }
+
+    fn name(&self) -> &str {
+        "fintech_keyed_state"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The kernel behind a window expression, if it is one of ours.
+fn kernel_udwf(expr: &Arc<dyn WindowExpr>) -> Option<(&KernelUdwf, &WindowUDFExpr)> {
+    let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
+    let udf_expr = standard
+        .get_standard_func_expr()
+        .as_any()
+        .downcast_ref::<WindowUDFExpr>()?;
+    let udwf = udf_expr.fun().inner().downcast_ref::<KernelUdwf>()?;
+    Some((udwf, udf_expr))
+}
+
+/// A readable name for an expression: column names without their `@index`, casts removed.
+pub fn expr_name(expr: &Arc<dyn PhysicalExpr>) -> String {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return c.name().to_string();
+    }
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        return expr_name(c.expr());
+    }
+    if let Some(c) = expr.downcast_ref::<TryCastExpr>() {
+        return expr_name(c.expr());
+    }
+    let text = expr.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '@' && chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+            while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                chars.next();
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn is_running_frame(frame: &WindowFrame) -> bool {
+    matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null())
+        && matches!(frame.end_bound, WindowFrameBound::CurrentRow)
+}
+
+fn order_type_ok(dt: &DataType) -> bool {
+    dt.is_integer() || matches!(dt, DataType::Timestamp(_, _))
+}
+
+impl KeyedStateRule {
+    /// Returns the replacement for `node` and whether a sort below it was dropped.
+    fn rewrite(
+        &self,
+        node: &Arc<dyn ExecutionPlan>,
+        settings: &FintechConfig,
+    ) -> Result<Option<(Arc<dyn ExecutionPlan>, bool)>> {
+        let (exprs, input) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+            (w.window_expr(), w.input())
+        } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+            (w.window_expr(), w.input())
+        } else {
+            return Ok(None);
+        };
+        let ours: Vec<_> = exprs.iter().filter_map(kernel_udwf).collect();
+        if ours.is_empty() {
+            return Ok(None);
+        }
+        if ours.len() != exprs.len() {
+            let names: Vec<_> = ours.iter().map(|(u, _)| u.def().name).collect();
+            if settings.has_pipeline() {
+                return Err(DataFusionError::Plan(format!(
+                    "fintech kernels ({}) share a window clause with other window functions; \
+                     with a pipeline set they must have a window clause of their own (use a \
+                     different PARTITION BY or ORDER BY, or a subquery)",
+                    names.join(", ")
+                )));
+            }
+            // Per-query state: DataFusion's window node evaluates them with the same kernels.
+            return Ok(None);
+        }
+
+        let first = &exprs[0];
+        let name = ours[0].0.def().name;
+        let schema = input.schema();
+        let order_by = first.order_by();
+        if order_by.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "{name} needs ORDER BY in its OVER clause: a kernel folds each key's rows in \
+                 ORDER BY order, e.g. OVER (PARTITION BY symbol ORDER BY ts)"
+            )));
+        }
+        if order_by.len() > 1 {
+            return Err(DataFusionError::Plan(format!(
+                "{name} takes exactly one ORDER BY column (a timestamp or integer), got {}",
+                order_by.len()
+            )));
+        }
+        let order = &order_by[0];
+        if order.options.descending {
+            return Err(DataFusionError::Plan(format!(
+                "{name} needs an ascending ORDER BY: state moves forward in time"
+            )));
+        }
+        let order_type = order.expr.data_type(&schema)?;
+        if !order_type_ok(&order_type) {
+            return Err(DataFusionError::Plan(format!(
+                "{name}: ORDER BY {} has type {order_type}; use a timestamp or integer column",
+                expr_name(&order.expr)
+            )));
+        }
+        for e in exprs {
+            if !is_running_frame(e.get_window_frame()) {
+                return Err(DataFusionError::Plan(format!(
+                    "{}: window frame {} is not supported; fintech kernels run over all rows \
+                     of the key so far (the default frame, UNBOUNDED PRECEDING to CURRENT ROW)",
+                    kernel_udwf(e).map_or("?", |(u, _)| u.def().name),
+                    e.get_window_frame()
+                )));
+            }
+        }
+
+        let partition_by = first.partition_by().to_vec();
+        let key_columns: Vec<KeyColumn> = partition_by
+            .iter()
+            .map(|e| {
+                Ok(KeyColumn {
+                    name: expr_name(e),
+                    data_type: e.data_type(&schema)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let key_types: Vec<KeyType> = key_columns
+            .iter()
+            .map(|c| c.key_type())
+            .collect::<Result<_>>()?;
+        let key_names: Vec<_> = key_columns.iter().map(|c| c.name.as_str()).collect();
+
+        let mut calls = Vec::with_capacity(ours.len());
+        for (udwf, udf_expr) in &ours {
+            let kernel = udwf.kernel(udf_expr.args())?;
+            let inputs = udf_expr.args()[..udwf.def().inputs.len()].to_vec();
+            let input_names: Vec<String> = inputs.iter().map(expr_name).collect();
+            let mut args = input_names.clone();
+            args.extend(kernel.params());
+            let state_id = format!(
+                "{}({})@{}",
+                kernel.name(),
+                args.join(","),
+                key_names.join(",")
+            );
+            let info = StateInfo {
+                state_id,
+                kernel: kernel.name().to_string(),
+                params: kernel.params(),
+                inputs: input_names,
+                key_columns: key_columns.clone(),
+                order_type: order_type.clone(),
+                encoding_version: kernel.encoding_version(),
+            };
+            calls.push(KernelCall {
+                kernel,
+                inputs,
+                info,
+            });
+        }
+        let mut ids: Vec<_> = calls.iter().map(|c| &c.info.state_id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != calls.len() {
+            // Two identical calls in one SELECT: one state would be updated twice per row.
+            return Err(DataFusionError::Plan(format!(
+                "the same fintech kernel call appears twice in one window clause ({}); \
+                 compute it once and reuse the column",
+                calls[0].info.state_id
+            )));
+        }
+
+        // Drop a sort that only serves the window node: input already ordered by the ORDER BY
+        // column keeps each key's rows in order, which is all the operator needs.
+        let ts_first = PhysicalSortExpr::new(Arc::clone(&order.expr), SortOptions::default());
+        let mut new_input = Arc::clone(input);
+        let mut dropped = false;
+        if let Some(sort) = input.downcast_ref::<SortExec>() {
+            let below = sort.input();
+            let same_partitions =
+                sort.preserve_partitioning() || below.output_partitioning().partition_count() == 1;
+            if sort.fetch().is_none()
+                && same_partitions
+                && below
+                    .equivalence_properties()
+                    .ordering_satisfy([ts_first.clone()])?
+            {
+                new_input = Arc::clone(below);
+                dropped = true;
+            }
+        }
+        let (required_ordering, properties) = if dropped {
+            let req = LexRequirement::new([PhysicalSortRequirement::new(
+                Arc::clone(&order.expr),
+                Some(SortOptions::default()),
+            )])
+            .map(OrderingRequirements::new);
+            // DataFusion's window node derives the output properties of "input + window
+            // columns" for us; only the emission differs (we stream).
+            let props = WindowAggExec::try_new(exprs.to_vec(), Arc::clone(&new_input), true)?
+                .properties()
+                .as_ref()
+                .clone();
+            (req, props)
+        } else {
+            (
+                node.required_input_ordering().swap_remove(0),
+                node.properties().as_ref().clone(),
+            )
+        };
+        let properties = properties
+            .with_emission_type(EmissionType::Incremental)
+            .with_partitioning(new_input.output_partitioning().clone());
+        let exec = KeyedStateExec::new(
+            new_input,
+            calls,
+            partition_by,
+            key_types,
+            Arc::clone(&order.expr),
+            required_ordering,
+            node.input_distribution_requirements(),
+            settings.clone(),
+            Arc::clone(&self.registry),
+            properties,
+        );
+        Ok(Some((Arc::new(exec), dropped)))
+    }
+}

@@ -1,0 +1,71 @@
+//! # datafusion-fintech
+//!
+//! Stateful financial time-series kernels for Apache DataFusion: EWMA, rolling statistics,
+//! VWAP, log returns and order-flow imbalance as SQL window functions whose per-key state can
+//! carry across queries in a named *pipeline*.
+//!
+//! ```no_run
+//! # async fn demo() -> datafusion::error::Result<()> {
+//! use datafusion::prelude::*;
+//! let ctx = SessionContext::new();
+//! datafusion_fintech::register_all(&ctx)?;
+//! ctx.sql("SET fintech.pipeline = 'ticks'").await?;
+//! let df = ctx
+//!     .sql("SELECT ts, symbol, ewma(price, 0.06) OVER (PARTITION BY symbol ORDER BY ts) FROM trades")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers, each depending only on those below it:
+//! - SQL surface: [`udwf`] (the kernels as window functions), [`table`] (state as tables),
+//!   [`config`] (the `fintech.*` settings) and [`register_all`];
+//! - [`exec`]: the keyed-state operator and the planner rule that installs it;
+//! - [`state`]: the batched state store and its backends;
+//! - [`kernels`]: the arithmetic, with no DataFusion or I/O.
+
+pub mod config;
+pub mod exec;
+pub mod kernels;
+pub mod state;
+pub mod table;
+pub mod udwf;
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+
+pub use config::{FintechConfig, LateRows};
+
+use exec::KeyedStateRule;
+use state::StoreRegistry;
+
+/// Registers every kernel, the `fintech` settings, the state table functions and the planner
+/// rule on an existing context.
+pub fn register_all(ctx: &SessionContext) -> Result<()> {
+    let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
+    builder = with_fintech(builder);
+    *ctx.state_ref().write() = builder.build();
+    Ok(())
+}
+
+/// Adds everything [`register_all`] registers to a [`SessionStateBuilder`], for applications
+/// that build their own session state.
+pub fn with_fintech(builder: SessionStateBuilder) -> SessionStateBuilder {
+    let registry = Arc::new(StoreRegistry::default());
+    let mut builder = builder;
+    if let Some(config) = builder.config() {
+        FintechConfig::register(config);
+    }
+    let mut window_functions = builder.window_functions().take().unwrap_or_default();
+    window_functions.extend(udwf::all_window_functions());
+    builder = builder
+        .with_window_functions(window_functions)
+        .with_physical_optimizer_rule(Arc::new(KeyedStateRule::new(Arc::clone(&registry))));
+    let mut table_functions = builder.table_functions().take().unwrap_or_default();
+    for (name, f) in table::all_table_functions(registry) {
+        table_functions.insert(name.to_string(), f);
+    }
+    builder.with_table_functions(table_functions)
+}

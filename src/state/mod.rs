@@ -1,0 +1,193 @@
+//! Where per-key state lives between queries: the batched [`StateStore`] trait, the byte
+//! layout of keys and records ([`codec`]), and the backends.
+//!
+//! A store holds pipelines; a pipeline holds states (one per state id); a state maps an
+//! encoded key to an encoded record. Every call is batched: the operator asks for all keys of
+//! an input batch at once and writes a whole query's updates in one atomic [`Commit`].
+
+pub mod codec;
+pub mod memory;
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::HashMap;
+use datafusion::error::{DataFusionError, Result};
+
+pub use codec::{KeyColumn, KeyType};
+
+/// What a state id stands for. Stored with the state; a query that derives the same id must
+/// agree with it field for field, or it gets an error instead of a reinterpretation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateInfo {
+    pub state_id: String,
+    pub kernel: String,
+    /// Literal parameters in canonical text form.
+    pub params: Vec<String>,
+    /// Input expressions as written in the plan.
+    pub inputs: Vec<String>,
+    /// The PARTITION BY columns: names and types.
+    pub key_columns: Vec<KeyColumn>,
+    /// Type of the ORDER BY column.
+    pub order_type: DataType,
+    pub encoding_version: u32,
+}
+
+impl StateInfo {
+    /// Explains how `self` (stored) and `other` (this query) disagree, if they do.
+    pub fn mismatch(&self, other: &StateInfo) -> Option<String> {
+        let what = if self.kernel != other.kernel || self.params != other.params {
+            format!(
+                "parameters {}({}) but this query uses {}({})",
+                self.kernel,
+                self.params.join(", "),
+                other.kernel,
+                other.params.join(", ")
+            )
+        } else if self.encoding_version != other.encoding_version {
+            format!(
+                "encoding version {} but this build writes version {}",
+                self.encoding_version, other.encoding_version
+            )
+        } else if self.key_columns != other.key_columns {
+            format!(
+                "key columns [{}] but this query has [{}]",
+                codec::describe_key_columns(&self.key_columns),
+                codec::describe_key_columns(&other.key_columns)
+            )
+        } else if self.order_type != other.order_type {
+            format!(
+                "ORDER BY type {} but this query orders by {}",
+                self.order_type, other.order_type
+            )
+        } else if self.inputs != other.inputs {
+            format!(
+                "inputs [{}] but this query has [{}]",
+                self.inputs.join(", "),
+                other.inputs.join(", ")
+            )
+        } else {
+            return None;
+        };
+        Some(format!(
+            "state id '{}' already exists with {what}; use another pipeline or drop the state",
+            self.state_id
+        ))
+    }
+}
+
+/// A pipeline as listed by `fintech_pipelines()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub commits: u64,
+    /// Microseconds since the Unix epoch.
+    pub last_commit_micros: Option<i64>,
+    pub last_commit_tag: Option<String>,
+}
+
+/// A state as listed by `fintech_states(pipeline)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSummary {
+    pub info: StateInfo,
+    pub keys: u64,
+    /// Encoded size of keys and records.
+    pub bytes: u64,
+}
+
+/// Everything one query writes to one pipeline, applied all together or not at all.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// The source position stored with this commit (`fintech.commit_tag`).
+    pub tag: Option<String>,
+    /// Registry entries of every state the query used.
+    pub states: Vec<StateInfo>,
+    /// (state id, encoded key, encoded record).
+    pub puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+}
+
+/// A batched key-value store of pipeline state.
+pub trait StateStore: Debug + Send + Sync {
+    /// `memory`, `rocksdb`, ...
+    fn backend(&self) -> &'static str;
+    /// Where the state lives (a path, or `memory`).
+    fn location(&self) -> String;
+    fn pipelines(&self) -> Result<Vec<PipelineInfo>>;
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineInfo>>;
+    fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>>;
+    fn state_info(&self, pipeline: &str, state_id: &str) -> Result<Option<StateInfo>>;
+    /// Records of `keys` in one call, `None` for a key never committed.
+    fn get_many(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>>;
+    /// All (key, record) pairs of a state, in key order.
+    fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies `commit` atomically. Fails without changing anything if the commit's tag equals
+    /// the pipeline's last committed tag, or a state's registry entry disagrees.
+    fn commit(&self, pipeline: &str, commit: Commit) -> Result<()>;
+}
+
+/// The error for a replayed batch; one wording everywhere.
+pub fn already_committed(pipeline: &str, tag: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "commit tag '{tag}' is already committed in pipeline '{pipeline}': this batch was \
+         applied before; set fintech.commit_tag to the next batch's position"
+    ))
+}
+
+/// The stores open in this registration, and which pipelines a query is using right now.
+#[derive(Debug, Default)]
+pub struct StoreRegistry {
+    stores: Mutex<HashMap<(String, String), Arc<dyn StateStore>>>,
+    busy: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// Held by a running query: no other query may use the same pipeline until it is dropped.
+#[derive(Debug)]
+pub struct PipelineLease {
+    busy: Arc<Mutex<HashSet<(String, String)>>>,
+    id: (String, String),
+}
+
+impl Drop for PipelineLease {
+    fn drop(&mut self) {
+        self.busy.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl StoreRegistry {
+    /// The store for `backend` at `path`, opened once and then shared.
+    pub fn open(&self, backend: &str, path: &str) -> Result<Arc<dyn StateStore>> {
+        let mut stores = self.stores.lock().unwrap();
+        let id = (backend.to_string(), path.to_string());
+        if let Some(store) = stores.get(&id) {
+            return Ok(Arc::clone(store));
+        }
+        let store: Arc<dyn StateStore> = match backend {
+            "memory" => Arc::new(memory::MemoryStore::new(path)),
+            other => return Err(crate::config::backend_unavailable(other)),
+        };
+        stores.insert(id, Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// Reserves `pipeline` in `store` for one query.
+    pub fn lease(&self, store: &dyn StateStore, pipeline: &str) -> Result<PipelineLease> {
+        let id = (store.location(), pipeline.to_string());
+        if !self.busy.lock().unwrap().insert(id.clone()) {
+            return Err(DataFusionError::Execution(format!(
+                "pipeline '{pipeline}' is in use by another running query; pipelines take \
+                 one query at a time"
+            )));
+        }
+        Ok(PipelineLease {
+            busy: Arc::clone(&self.busy),
+            id,
+        })
+    }
+}

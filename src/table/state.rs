@@ -1,0 +1,403 @@
+//! `fintech_state(pipeline, state_id)`: one row per key, with the PARTITION BY columns under
+//! their own names and types, the kernel's state fields, rows applied and the last ORDER BY
+//! value applied. Equality and IN filters that fix every key column become point reads.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Array, ListBuilder, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use super::{arity, session_store, string_arg};
+use crate::kernels::{Kernel, StateFieldType, StateValue};
+use crate::state::codec::{decode_keys, decode_record, encode_keys};
+use crate::state::{StateInfo, StateStore, StoreRegistry};
+
+const USAGE: &str = "fintech_state('pipeline', 'state_id')";
+
+#[derive(Debug)]
+pub struct StateFunction {
+    registry: Arc<StoreRegistry>,
+}
+
+impl StateFunction {
+    pub fn new(registry: Arc<StoreRegistry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl TableFunctionImpl for StateFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        arity("fintech_state", USAGE, args.exprs(), 2)?;
+        let pipeline = string_arg("fintech_state", USAGE, args.exprs(), 0)?;
+        let state_id = string_arg("fintech_state", USAGE, args.exprs(), 1)?;
+        let store = session_store(&self.registry, args.session())?;
+        let info = store.state_info(&pipeline, &state_id)?.ok_or_else(|| {
+            let known = store
+                .states(&pipeline)
+                .map(|s| {
+                    s.iter()
+                        .map(|s| s.info.state_id.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            DataFusionError::Plan(format!(
+                "fintech_state: pipeline '{pipeline}' has no state '{state_id}' in {} \
+                 (states: [{known}]); SELECT * FROM fintech_states('{pipeline}') lists them",
+                store.location()
+            ))
+        })?;
+        Ok(Arc::new(StateTable::try_new(store, pipeline, info)?))
+    }
+}
+
+/// One state of one pipeline as a table.
+#[derive(Debug, Clone)]
+pub struct StateTable {
+    store: Arc<dyn StateStore>,
+    pipeline: String,
+    info: StateInfo,
+    kernel: Kernel,
+    schema: SchemaRef,
+}
+
+impl StateTable {
+    pub fn try_new(store: Arc<dyn StateStore>, pipeline: String, info: StateInfo) -> Result<Self> {
+        let params: Vec<f64> = info
+            .params
+            .iter()
+            .map(|p| p.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "state {} has unreadable parameters {:?}: {e}",
+                    info.state_id, info.params
+                ))
+            })?;
+        let kernel =
+            Kernel::new(&info.kernel, &params).map_err(|e| DataFusionError::Execution(e.0))?;
+        let mut fields: Vec<Field> = info
+            .key_columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+            .collect();
+        for (name, t) in kernel.state_fields() {
+            fields.push(match t {
+                StateFieldType::Float64 => Field::new(*name, DataType::Float64, true),
+                StateFieldType::Float64List => Field::new(
+                    *name,
+                    DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
+                    true,
+                ),
+            });
+        }
+        fields.push(Field::new("rows_applied", DataType::UInt64, false));
+        fields.push(Field::new("last_applied", info.order_type.clone(), true));
+        Ok(Self {
+            store,
+            pipeline,
+            info,
+            kernel,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// Literal values a filter allows for key column `col`, if the filter fixes it.
+    fn key_values(&self, filter: &Expr) -> Option<(usize, Vec<ScalarValue>)> {
+        let col_index = |e: &Expr| match e {
+            Expr::Column(c) => self.info.key_columns.iter().position(|k| k.name == c.name),
+            _ => None,
+        };
+        let literal = |e: &Expr| match e {
+            Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+            _ => None,
+        };
+        match filter {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => match (col_index(left), literal(right)) {
+                (Some(i), Some(v)) => Some((i, vec![v])),
+                _ => match (col_index(right), literal(left)) {
+                    (Some(i), Some(v)) => Some((i, vec![v])),
+                    _ => None,
+                },
+            },
+            Expr::InList(list) if !list.negated => {
+                let i = col_index(&list.expr)?;
+                let values: Option<Vec<_>> = list.list.iter().map(literal).collect();
+                Some((i, values?))
+            }
+            _ => None,
+        }
+    }
+
+    /// The keys to read when `filters` fix every key column, else `None` (full scan).
+    fn lookup_keys(&self, filters: &[&Expr]) -> Result<Option<Vec<Vec<u8>>>> {
+        let n = self.info.key_columns.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut per_col: Vec<Option<Vec<ScalarValue>>> = vec![None; n];
+        for f in filters {
+            if let Some((i, values)) = self.key_values(f) {
+                // Two filters on one column: keep the values both allow.
+                per_col[i] = Some(match per_col[i].take() {
+                    None => values,
+                    Some(prev) => prev.into_iter().filter(|v| values.contains(v)).collect(),
+                });
+            }
+        }
+        let Some(per_col) = per_col.into_iter().collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        // Every combination of the allowed values, one column at a time.
+        let mut combos: Vec<Vec<ScalarValue>> = vec![vec![]];
+        for values in &per_col {
+            combos = combos
+                .iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push(v.clone());
+                        c
+                    })
+                })
+                .collect();
+        }
+        let mut columns = Vec::with_capacity(n);
+        for (i, col) in self.info.key_columns.iter().enumerate() {
+            let values: Vec<ScalarValue> = combos.iter().map(|c| c[i].clone()).collect();
+            let array = if values.is_empty() {
+                datafusion::arrow::array::new_empty_array(&col.data_type)
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            // A literal that cannot be the column's type matches no key.
+            match cast(&array, &col.data_type) {
+                Ok(a) => columns.push(a),
+                Err(_) => return Ok(Some(vec![])),
+            }
+        }
+        let types: Vec<_> = self
+            .info
+            .key_columns
+            .iter()
+            .map(|c| c.key_type())
+            .collect::<Result<_>>()?;
+        let keys = encode_keys(&columns, &types, combos.len())?;
+        let mut out: Vec<Vec<u8>> = (0..keys.len()).map(|i| keys.row(i).to_vec()).collect();
+        out.sort();
+        out.dedup();
+        Ok(Some(out))
+    }
+}
+
+#[async_trait]
+impl TableProvider for StateTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let point = self.lookup_keys(filters)?.is_some();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if point && self.key_values(f).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filters: Vec<&Expr> = filters.iter().collect();
+        let lookup = self.lookup_keys(&filters)?;
+        let projection = projection.cloned();
+        let schema = match &projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        Ok(Arc::new(StateScanExec {
+            table: self.clone(),
+            lookup,
+            projection,
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(Arc::clone(&schema)),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Final,
+                Boundedness::Bounded,
+            )),
+        }))
+    }
+}
+
+/// Reads one state from the store: point reads of the filtered keys, or a full scan.
+#[derive(Debug)]
+pub struct StateScanExec {
+    table: StateTable,
+    lookup: Option<Vec<Vec<u8>>>,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl StateScanExec {
+    fn read(&self) -> Result<RecordBatch> {
+        let t = &self.table;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = match &self.lookup {
+            Some(keys) => {
+                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+                let records = t.store.get_many(&t.pipeline, &t.info.state_id, &refs)?;
+                keys.iter()
+                    .cloned()
+                    .zip(records)
+                    .filter_map(|(k, r)| r.map(|r| (k, r)))
+                    .collect()
+            }
+            None => t.store.scan(&t.pipeline, &t.info.state_id)?,
+        };
+        let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_slice()).collect();
+        let mut columns = decode_keys(&keys, &t.info.key_columns)?;
+        let fields = t.kernel.state_fields();
+        enum B {
+            F(Float64Builder),
+            L(ListBuilder<Float64Builder>),
+        }
+        let mut builders: Vec<B> = fields
+            .iter()
+            .map(|(_, ty)| match ty {
+                StateFieldType::Float64 => B::F(Float64Builder::new()),
+                StateFieldType::Float64List => B::L(ListBuilder::new(Float64Builder::new())),
+            })
+            .collect();
+        let mut rows = Vec::with_capacity(pairs.len());
+        let mut last = Vec::with_capacity(pairs.len());
+        for (_, record) in &pairs {
+            let damaged = |why: String| {
+                DataFusionError::Execution(format!(
+                    "stored state of {} cannot be decoded ({why})",
+                    t.info.state_id
+                ))
+            };
+            let (header, bytes) = decode_record(record).map_err(|e| damaged(e.to_string()))?;
+            let state = t.kernel.decode(bytes).map_err(|e| damaged(e.0))?;
+            rows.push(header.rows);
+            last.push(header.last_order);
+            for (b, v) in builders.iter_mut().zip(t.kernel.state_values(&state)) {
+                match (b, v) {
+                    (B::F(b), StateValue::Float64(v)) => b.append_option(v),
+                    (B::L(b), StateValue::Float64List(v)) => {
+                        b.values().append_slice(&v);
+                        b.append(true);
+                    }
+                    _ => return Err(damaged("field type mismatch".into())),
+                }
+            }
+        }
+        for b in builders {
+            columns.push(match b {
+                B::F(mut b) => Arc::new(b.finish()) as ArrayRef,
+                B::L(mut b) => Arc::new(b.finish()),
+            });
+        }
+        columns.push(Arc::new(UInt64Array::from(rows)));
+        let last: ArrayRef = Arc::new(Int64Array::from(last));
+        columns.push(cast(&last, &t.info.order_type)?);
+        let batch = RecordBatch::try_new(Arc::clone(&t.schema), columns)?;
+        match &self.projection {
+            Some(p) => Ok(batch.project(p)?),
+            None => Ok(batch),
+        }
+    }
+}
+
+impl DisplayAs for StateScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let lookup = match &self.lookup {
+            Some(keys) => format!("point lookup of {} key(s)", keys.len()),
+            None => "full scan".to_string(),
+        };
+        write!(
+            f,
+            "FintechStateScanExec: pipeline={}, state_id={}, {lookup}",
+            self.table.pipeline, self.table.info.state_id
+        )
+    }
+}
+
+impl ExecutionPlan for StateScanExec {
+    fn name(&self) -> &str {
+        "FintechStateScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return Err(DataFusionError::Internal(
+                "FintechStateScanExec has no inputs".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batch = self.read()?;
+        let schema = batch.schema();
+        Ok(Box::pin(MemoryStream::try_new(vec![batch], schema, None)?))
+    }
+}
