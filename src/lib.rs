@@ -34,6 +34,9 @@ use std::sync::Arc;
 
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionContext;
 
 pub use config::{FintechConfig, LateRows};
@@ -60,9 +63,21 @@ pub fn with_fintech(builder: SessionStateBuilder) -> SessionStateBuilder {
     }
     let mut window_functions = builder.window_functions().take().unwrap_or_default();
     window_functions.extend(udwf::all_window_functions());
+    // The rule goes right before EnsureRequirements, which then plans sorts and repartitions
+    // for the keyed-state operator's own requirements.
+    let mut rules = builder
+        .physical_optimizers()
+        .take()
+        .map(|o| o.rules)
+        .unwrap_or_else(|| PhysicalOptimizer::new().rules);
+    let at = rules
+        .iter()
+        .position(|r| r.name() == EnsureRequirements::new().name())
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(KeyedStateRule::new(Arc::clone(&registry))));
     builder = builder
         .with_window_functions(window_functions)
-        .with_physical_optimizer_rule(Arc::new(KeyedStateRule::new(Arc::clone(&registry))));
+        .with_physical_optimizer_rules(rules);
     let mut table_functions = builder.table_functions().take().unwrap_or_default();
     for (name, f) in table::all_table_functions(registry) {
         table_functions.insert(name.to_string(), f);

@@ -3,7 +3,7 @@
 //!
 //! `cargo test --test sqllogictests -- FILTER` runs only files whose name contains FILTER;
 //! `-- --complete FILTER` rewrites the expected results of those files from a memory run with
-//! one partition (read the diff before committing it).
+//! one partition, or `FINTECH_SLT_PARTITIONS` partitions (read the diff before committing it).
 //! Files may use `onlyif`/`skipif` with the labels `memory` (the backend) and `partitions-1`
 //! / `partitions-4`.
 
@@ -38,6 +38,7 @@ impl std::error::Error for DbError {}
 
 fn format_batches(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusionError> {
     let options = FormatOptions::default().with_null("NULL");
+    let workspace = env!("CARGO_MANIFEST_DIR").trim_start_matches('/');
     let mut rows = Vec::new();
     for batch in batches {
         let formatters: Vec<_> = batch
@@ -46,19 +47,33 @@ fn format_batches(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusio
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<_, _>>()?;
         for i in 0..batch.num_rows() {
-            rows.push(
-                formatters
-                    .iter()
-                    .map(|f| {
-                        let s = f.value(i).to_string();
-                        if s.is_empty() {
-                            "(empty)".to_string()
-                        } else {
-                            s
-                        }
-                    })
-                    .collect(),
-            );
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| {
+                    // Plans print file paths: make them independent of the checkout.
+                    let s = f.value(i).to_string().replace(workspace, "WORKSPACE");
+                    if s.is_empty() {
+                        "(empty)".to_string()
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            // A multi-line cell (a plan) becomes one result line per text line, as in
+            // DataFusion's own sqllogictest runner, so expected plans read naturally.
+            if cells.iter().any(|c| c.contains('\n')) {
+                rows.push(
+                    cells
+                        .iter()
+                        .map(|c| c.lines().next().unwrap_or("").to_string())
+                        .collect(),
+                );
+                for c in &cells {
+                    rows.extend(c.lines().skip(1).map(|l| vec![l.to_string()]));
+                }
+            } else {
+                rows.push(cells);
+            }
         }
     }
     Ok(rows)
@@ -150,9 +165,13 @@ async fn run_file(path: &Path, backend: &'static str, partitions: usize) -> Resu
 async fn complete_file(path: &Path) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let state_dir = dir.path().join("state");
-    let mut runner = Runner::new(move || connect("memory", 1, state_dir.clone()));
+    let partitions: usize = std::env::var("FINTECH_SLT_PARTITIONS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
+    let mut runner = Runner::new(move || connect("memory", partitions, state_dir.clone()));
     runner.add_label("memory");
-    runner.add_label("partitions-1");
+    runner.add_label(&format!("partitions-{partitions}"));
     runner
         .update_test_file(
             path,

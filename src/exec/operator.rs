@@ -20,9 +20,11 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
+use datafusion::physical_plan::windows::{WindowAggExec, WindowExpr};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
 };
@@ -47,6 +49,8 @@ pub struct KernelCall {
 #[derive(Debug)]
 pub struct KeyedStateExec {
     input: Arc<dyn ExecutionPlan>,
+    /// The window node's expressions, kept to derive output properties for a new input.
+    window_exprs: Vec<Arc<dyn WindowExpr>>,
     calls: Vec<KernelCall>,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     key_types: Vec<KeyType>,
@@ -63,8 +67,9 @@ pub struct KeyedStateExec {
 
 impl KeyedStateExec {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
+        window_exprs: Vec<Arc<dyn WindowExpr>>,
         calls: Vec<KernelCall>,
         partition_by: Vec<Arc<dyn PhysicalExpr>>,
         key_types: Vec<KeyType>,
@@ -73,10 +78,17 @@ impl KeyedStateExec {
         required_distribution: InputDistributionRequirements,
         planned: FintechConfig,
         registry: Arc<StoreRegistry>,
-        properties: PlanProperties,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        // Output = input columns + one column per kernel, rows in input order: exactly what
+        // DataFusion's window node derives. Only the emission differs (we stream).
+        let properties = WindowAggExec::try_new(window_exprs.clone(), Arc::clone(&input), true)?
+            .properties()
+            .as_ref()
+            .clone()
+            .with_emission_type(EmissionType::Incremental);
+        Ok(Self {
             input,
+            window_exprs,
             calls,
             partition_by,
             key_types,
@@ -88,7 +100,7 @@ impl KeyedStateExec {
             run: Mutex::new(Weak::new()),
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
-        }
+        })
     }
 
     pub fn calls(&self) -> &[KernelCall] {
@@ -173,10 +185,6 @@ impl ExecutionPlan for KeyedStateExec {
         vec![true]
     }
 
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -203,8 +211,9 @@ impl ExecutionPlan for KeyedStateExec {
                 "FintechKeyedStateExec takes one input".into(),
             ));
         }
-        Ok(Arc::new(KeyedStateExec::new(
+        Ok(Arc::new(KeyedStateExec::try_new(
             children.swap_remove(0),
+            self.window_exprs.clone(),
             self.calls.clone(),
             self.partition_by.clone(),
             self.key_types.clone(),
@@ -213,8 +222,7 @@ impl ExecutionPlan for KeyedStateExec {
             self.required_distribution.clone(),
             self.planned.clone(),
             Arc::clone(&self.registry),
-            self.properties.as_ref().clone(),
-        )))
+        )?))
     }
 
     fn execute(

@@ -1,9 +1,10 @@
 //! The physical optimizer rule that installs [`KeyedStateExec`] in place of DataFusion's window
-//! node wherever a window clause evaluates fintech kernels.
+//! node wherever a window clause evaluates fintech kernels. It runs just before DataFusion's
+//! EnsureRequirements, so that the sorts and repartitions are planned for the operator's own
+//! requirements rather than the window node's.
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
@@ -12,17 +13,13 @@ use datafusion::logical_expr::{WindowFrame, WindowFrameBound};
 use datafusion::physical_expr::expressions::{CastExpr, Column, TryCastExpr};
 use datafusion::physical_expr::window::StandardWindowExpr;
 use datafusion::physical_expr::{
-    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortExpr, PhysicalSortRequirement,
+    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
-use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
-use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
 };
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::operator::{KernelCall, KeyedStateExec};
 use crate::config::FintechConfig;
@@ -48,23 +45,11 @@ impl PhysicalOptimizerRule for KeyedStateRule {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let settings = FintechConfig::from_session(config);
-        let mut removed_sort = false;
-        let plan = plan
-            .transform_up(|node| match self.rewrite(&node, &settings)? {
-                Some((new, dropped)) => {
-                    removed_sort |= dropped;
-                    Ok(Transformed::yes(new))
-                }
-                None => Ok(Transformed::no(node)),
-            })
-            .data()?;
-        if !removed_sort {
-            return Ok(plan);
-        }
-        // A sort we dropped may have served an operator above us (an ORDER BY on the
-        // partition keys, say): let DataFusion re-establish what is still required.
-        let plan = EnsureRequirements::new().optimize(plan, config)?;
-        SanityCheckPlan::new().optimize(plan, config)
+        plan.transform_up(|node| match self.rewrite(&node, &settings)? {
+            Some(new) => Ok(Transformed::yes(new)),
+            None => Ok(Transformed::no(node)),
+        })
+        .data()
     }
 
     fn name(&self) -> &str {
@@ -123,12 +108,12 @@ fn order_type_ok(dt: &DataType) -> bool {
 }
 
 impl KeyedStateRule {
-    /// Returns the replacement for `node` and whether a sort below it was dropped.
+    /// The keyed-state operator replacing `node`, if `node` is a window node of kernels.
     fn rewrite(
         &self,
         node: &Arc<dyn ExecutionPlan>,
         settings: &FintechConfig,
-    ) -> Result<Option<(Arc<dyn ExecutionPlan>, bool)>> {
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let (exprs, input) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
             (w.window_expr(), w.input())
         } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
@@ -250,49 +235,18 @@ impl KeyedStateRule {
             )));
         }
 
-        // Drop a sort that only serves the window node: input already ordered by the ORDER BY
-        // column keeps each key's rows in order, which is all the operator needs.
-        let ts_first = PhysicalSortExpr::new(Arc::clone(&order.expr), SortOptions::default());
-        let mut new_input = Arc::clone(input);
-        let mut dropped = false;
-        if let Some(sort) = input.downcast_ref::<SortExec>() {
-            let below = sort.input();
-            let same_partitions =
-                sort.preserve_partitioning() || below.output_partitioning().partition_count() == 1;
-            if sort.fetch().is_none()
-                && same_partitions
-                && below
-                    .equivalence_properties()
-                    .ordering_satisfy([ts_first.clone()])?
-            {
-                new_input = Arc::clone(below);
-                dropped = true;
-            }
-        }
-        let (required_ordering, properties) = if dropped {
-            let req = LexRequirement::new([PhysicalSortRequirement::new(
-                Arc::clone(&order.expr),
-                Some(SortOptions::default()),
-            )])
-            .map(OrderingRequirements::new);
-            // DataFusion's window node derives the output properties of "input + window
-            // columns" for us; only the emission differs (we stream).
-            let props = WindowAggExec::try_new(exprs.to_vec(), Arc::clone(&new_input), true)?
-                .properties()
-                .as_ref()
-                .clone();
-            (req, props)
-        } else {
-            (
-                node.required_input_ordering().swap_remove(0),
-                node.properties().as_ref().clone(),
-            )
-        };
-        let properties = properties
-            .with_emission_type(EmissionType::Incremental)
-            .with_partitioning(new_input.output_partitioning().clone());
-        let exec = KeyedStateExec::new(
-            new_input,
+        // The operator needs each key's rows in ORDER BY order within its partition. Asking
+        // for ORDER BY order alone (not PARTITION BY, ORDER BY as the window node does) lets
+        // EnsureRequirements, which runs after this rule, leave input that is already ordered
+        // (WITH ORDER, a stream) unsorted.
+        let required_ordering = LexRequirement::new([PhysicalSortRequirement::new(
+            Arc::clone(&order.expr),
+            Some(order.options),
+        )])
+        .map(OrderingRequirements::new);
+        let exec = KeyedStateExec::try_new(
+            Arc::clone(input),
+            exprs.to_vec(),
             calls,
             partition_by,
             key_types,
@@ -301,8 +255,7 @@ impl KeyedStateRule {
             node.input_distribution_requirements(),
             settings.clone(),
             Arc::clone(&self.registry),
-            properties,
-        );
-        Ok(Some((Arc::new(exec), dropped)))
+        )?;
+        Ok(Some(Arc::new(exec)))
     }
 }
