@@ -114,7 +114,8 @@ async fn resumption_from_commit_tags() {
         ctx: &datafusion::prelude::SessionContext,
         batches: &[datafusion::arrow::array::RecordBatch],
         stop_after: Option<usize>,
-    ) {
+    ) -> Vec<datafusion::arrow::array::RecordBatch> {
+        let mut outputs = Vec::new();
         let last = sql(
             ctx,
             "SELECT last_commit_tag FROM fintech_pipelines() WHERE pipeline = 'p'",
@@ -136,21 +137,28 @@ async fn resumption_from_commit_tags() {
             sql(ctx, &format!("SET fintech.commit_tag = 'batch-{i}'"))
                 .await
                 .unwrap();
-            sql(ctx, ALL_KERNELS_QUERY).await.unwrap();
+            outputs.extend(sql(ctx, ALL_KERNELS_QUERY).await.unwrap());
             if Some(i) == stop_after {
-                return;
+                break;
             }
         }
+        outputs
     }
+
+    let whole_ctx = context(4);
+    register_trades(&whole_ctx, data.clone()).unwrap();
+    let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
 
     let straight = context(4);
     sql(&straight, "SET fintech.pipeline = 'p'").await.unwrap();
-    consume(&straight, &batches, None).await;
+    let straight_rows = rows_by_seq(&consume(&straight, &batches, None).await);
+    assert_eq!(straight_rows, whole);
 
     for stop in [0, 3, 6] {
         let ctx = context(4);
         sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
-        consume(&ctx, &batches, Some(stop)).await;
+        let first = rows_by_seq(&consume(&ctx, &batches, Some(stop)).await);
+        assert_eq!(first[..], whole[..first.len()]);
 
         // A replay of the last committed batch is refused and changes nothing.
         let before = snapshot(&ctx).await;
@@ -162,12 +170,20 @@ async fn resumption_from_commit_tags() {
         assert!(err.contains("already committed"), "{err}");
         assert_eq!(snapshot(&ctx).await, before);
 
-        consume(&ctx, &batches, None).await;
+        // The resumed consumer's rows are those of one query over all the data.
+        let rest = rows_by_seq(&consume(&ctx, &batches, None).await);
+        assert_eq!(first.len() + rest.len(), data.num_rows());
+        assert_eq!(rest[..], whole[first.len()..]);
+
         let mut a = snapshot(&ctx).await;
         let mut b = snapshot(&straight).await;
         // Commit counts and times differ by construction; compare the states.
         a.retain(|r| !r.contains("batch-"));
         b.retain(|r| !r.contains("batch-"));
+        assert!(
+            a.len() > 17 * 3,
+            "the snapshot holds every key of three states"
+        );
         assert_eq!(a, b, "stopped after batch {stop}");
     }
 }
