@@ -187,3 +187,34 @@ async fn resumption_from_commit_tags() {
         assert_eq!(a, b, "stopped after batch {stop}");
     }
 }
+
+/// A pipeline takes one query at a time; an unfinished query that is dropped commits nothing
+/// and frees the pipeline.
+#[tokio::test]
+async fn one_query_at_a_time_per_pipeline() {
+    use futures::StreamExt;
+    let ctx = context(1);
+    register_trades(&ctx, random_ticks(5, 1_000, 10)).unwrap();
+    sql(&ctx, "SET fintech.pipeline = 'busy'").await.unwrap();
+    let mut first = ctx
+        .sql(ALL_KERNELS_QUERY)
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    // One batch out, end of input not yet seen: the query is still running.
+    first.next().await.unwrap().unwrap();
+
+    let err = sql(&ctx, ALL_KERNELS_QUERY).await.unwrap_err().to_string();
+    assert!(err.contains("pipeline 'busy' is in use by another running query"), "{err}");
+
+    drop(first);
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    let commits = sql(&ctx, "SELECT commits FROM fintech_pipelines()").await.unwrap();
+    let commits = datafusion::arrow::array::AsArray::as_primitive::<
+        datafusion::arrow::datatypes::UInt64Type,
+    >(commits[0].column(0))
+    .value(0);
+    assert_eq!(commits, 1, "the dropped query must not have committed");
+}

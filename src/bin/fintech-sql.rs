@@ -11,7 +11,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
+use std::sync::Arc;
+
+use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
@@ -46,9 +48,11 @@ async fn run(sql: &str) -> Result<()> {
         let state = ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         let df = ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        if batches.iter().any(|b| b.num_columns() > 0) {
-            println!("{}", pretty_format_batches(&batches)?);
+        // Statements (SET, CREATE, ...) have no columns; a query with no rows prints its header.
+        if !schema.fields().is_empty() {
+            println!("{}", pretty_format_batches_with_schema(schema, &batches)?);
         }
     }
     Ok(())
