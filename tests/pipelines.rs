@@ -207,14 +207,53 @@ async fn one_query_at_a_time_per_pipeline() {
     first.next().await.unwrap().unwrap();
 
     let err = sql(&ctx, ALL_KERNELS_QUERY).await.unwrap_err().to_string();
-    assert!(err.contains("pipeline 'busy' is in use by another running query"), "{err}");
+    assert!(
+        err.contains("pipeline 'busy' is in use by another running query"),
+        "{err}"
+    );
 
     drop(first);
     sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
-    let commits = sql(&ctx, "SELECT commits FROM fintech_pipelines()").await.unwrap();
+    let commits = sql(&ctx, "SELECT commits FROM fintech_pipelines()")
+        .await
+        .unwrap();
     let commits = datafusion::arrow::array::AsArray::as_primitive::<
         datafusion::arrow::datatypes::UInt64Type,
     >(commits[0].column(0))
     .value(0);
     assert_eq!(commits, 1, "the dropped query must not have committed");
+}
+
+/// The settings can come from Rust: a `FintechConfig` in the session config.
+#[tokio::test]
+async fn settings_from_rust() {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use datafusion_fintech::{FintechConfig, LateRows};
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_option_extension(FintechConfig {
+            pipeline: "from_rust".into(),
+            late_rows: LateRows::Error,
+            commit_tag: "offset-42".into(),
+            ..FintechConfig::default()
+        });
+    let ctx = SessionContext::new_with_config(config);
+    datafusion_fintech::register_all(&ctx).unwrap();
+    register_trades(&ctx, random_ticks(1, 100, 3)).unwrap();
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    let rows = table_text(
+        &sql(
+            &ctx,
+            "SELECT pipeline, last_commit_tag FROM fintech_pipelines()",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("from_rust") && r.contains("offset-42")),
+        "{rows:?}"
+    );
+    let shown = table_text(&sql(&ctx, "SHOW fintech.late_rows").await.unwrap());
+    assert!(shown.iter().any(|r| r.contains("error")), "{shown:?}");
 }

@@ -191,3 +191,111 @@ impl StoreRegistry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> StateInfo {
+        StateInfo {
+            state_id: "ewma(price,0.5)@symbol".into(),
+            kernel: "ewma".into(),
+            params: vec!["0.5".into()],
+            inputs: vec!["price".into()],
+            key_columns: vec![KeyColumn {
+                name: "symbol".into(),
+                data_type: DataType::Utf8,
+            }],
+            order_type: DataType::Int64,
+            encoding_version: 1,
+        }
+    }
+
+    #[test]
+    fn every_disagreement_is_named() {
+        let stored = info();
+        assert_eq!(stored.mismatch(&info()), None);
+        let cases: Vec<(Box<dyn Fn(&mut StateInfo)>, &str)> = vec![
+            (
+                Box::new(|i| i.params = vec!["0.25".into()]),
+                "parameters ewma(0.5)",
+            ),
+            (
+                Box::new(|i| i.encoding_version = 2),
+                "encoding version 1 but this build writes version 2",
+            ),
+            (
+                Box::new(|i| i.key_columns[0].data_type = DataType::Int64),
+                "key columns [symbol Utf8]",
+            ),
+            (
+                Box::new(|i| i.order_type = DataType::Int32),
+                "ORDER BY type Int64",
+            ),
+            (
+                Box::new(|i| i.inputs = vec!["mid".into()]),
+                "inputs [price]",
+            ),
+        ];
+        for (change, want) in cases {
+            let mut other = info();
+            change(&mut other);
+            let why = stored.mismatch(&other).expect(want);
+            assert!(
+                why.contains(want) && why.contains("ewma(price,0.5)@symbol"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn memory_commit_is_all_or_nothing() {
+        let store = memory::MemoryStore::new("");
+        let put = |k: &str| {
+            (
+                Arc::from("ewma(price,0.5)@symbol"),
+                k.as_bytes().to_vec(),
+                vec![1],
+            )
+        };
+        store
+            .commit(
+                "p",
+                Commit {
+                    tag: Some("t1".into()),
+                    states: vec![info()],
+                    puts: vec![put("a")],
+                },
+            )
+            .unwrap();
+        // A replayed tag and a disagreeing registry entry are both refused untouched.
+        let replay = Commit {
+            tag: Some("t1".into()),
+            states: vec![info()],
+            puts: vec![put("b")],
+        };
+        assert!(
+            store
+                .commit("p", replay)
+                .unwrap_err()
+                .to_string()
+                .contains("already committed")
+        );
+        let mut bad = info();
+        bad.encoding_version = 9;
+        let refused = Commit {
+            tag: Some("t2".into()),
+            states: vec![bad],
+            puts: vec![put("c")],
+        };
+        assert!(store.commit("p", refused).is_err());
+        assert_eq!(store.scan("p", "ewma(price,0.5)@symbol").unwrap().len(), 1);
+        let p = store.pipeline("p").unwrap().unwrap();
+        assert_eq!((p.commits, p.last_commit_tag.as_deref()), (1, Some("t1")));
+        assert_eq!(
+            store.states("p").unwrap()[0].bytes,
+            2,
+            "one key of one byte and a record of one byte"
+        );
+    }
+}
