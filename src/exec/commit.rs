@@ -18,6 +18,7 @@ pub struct PipelineRun {
     pub store: Arc<dyn StateStore>,
     pub name: String,
     tag: Option<String>,
+    commits: bool,
 }
 
 #[derive(Debug)]
@@ -45,6 +46,7 @@ impl QueryRun {
         registry: &StoreRegistry,
         states: &[StateInfo],
         partitions: usize,
+        commits: bool,
     ) -> Result<Self> {
         let mut lease = None;
         let pipeline = if config.has_pipeline() {
@@ -70,6 +72,7 @@ impl QueryRun {
                 store,
                 name: config.pipeline.clone(),
                 tag,
+                commits,
             })
         } else {
             None
@@ -108,7 +111,8 @@ impl QueryRun {
         if p.remaining > 0 {
             return Ok(());
         }
-        let Some(pipeline) = &self.pipeline else {
+        let Some(pipeline) = self.pipeline.as_ref().filter(|p| p.commits) else {
+            p.lease = None;
             return Ok(());
         };
         let mut commit = std::mem::take(&mut p.commit);

@@ -60,6 +60,9 @@ pub struct KeyedStateExec {
     /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
     planned: FintechConfig,
     registry: Arc<StoreRegistry>,
+    /// False under a LIMIT: whether such a query reaches the end of its input depends on
+    /// timing, so it reads the pipeline's state but never commits.
+    commits: bool,
     run: Mutex<Weak<QueryRun>>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
@@ -97,10 +100,35 @@ impl KeyedStateExec {
             required_distribution,
             planned,
             registry,
+            commits: true,
             run: Mutex::new(Weak::new()),
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
         })
+    }
+
+    /// The same operator, reading its pipeline but never committing (used under a LIMIT).
+    pub fn read_only(&self) -> Result<Self> {
+        let mut exec = self.clone_with_input(Arc::clone(&self.input))?;
+        exec.commits = false;
+        Ok(exec)
+    }
+
+    fn clone_with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let mut exec = KeyedStateExec::try_new(
+            input,
+            self.window_exprs.clone(),
+            self.calls.clone(),
+            self.partition_by.clone(),
+            self.key_types.clone(),
+            Arc::clone(&self.order_by),
+            self.required_ordering.clone(),
+            self.required_distribution.clone(),
+            self.planned.clone(),
+            Arc::clone(&self.registry),
+        )?;
+        exec.commits = self.commits;
+        Ok(exec)
     }
 
     pub fn calls(&self) -> &[KernelCall] {
@@ -126,6 +154,7 @@ impl KeyedStateExec {
             &self.registry,
             &self.states(),
             partitions,
+            self.commits,
         )?);
         run.claim(partition);
         *current = Arc::downgrade(&run);
@@ -141,7 +170,15 @@ impl DisplayAs for KeyedStateExec {
             .map(|c| c.info.state_id.as_str())
             .collect();
         let pipeline = if self.planned.has_pipeline() {
-            format!("{} ({})", self.planned.pipeline, self.planned.state_backend)
+            let mode = if self.commits {
+                ""
+            } else {
+                ", read-only under LIMIT"
+            };
+            format!(
+                "{} ({}{mode})",
+                self.planned.pipeline, self.planned.state_backend
+            )
         } else {
             "none (per-query state)".to_string()
         };
@@ -211,18 +248,7 @@ impl ExecutionPlan for KeyedStateExec {
                 "FintechKeyedStateExec takes one input".into(),
             ));
         }
-        Ok(Arc::new(KeyedStateExec::try_new(
-            children.swap_remove(0),
-            self.window_exprs.clone(),
-            self.calls.clone(),
-            self.partition_by.clone(),
-            self.key_types.clone(),
-            Arc::clone(&self.order_by),
-            self.required_ordering.clone(),
-            self.required_distribution.clone(),
-            self.planned.clone(),
-            Arc::clone(&self.registry),
-        )?))
+        Ok(Arc::new(self.clone_with_input(children.swap_remove(0))?))
     }
 
     fn execute(

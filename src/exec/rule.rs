@@ -17,6 +17,8 @@ use datafusion::physical_expr::{
 };
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
 };
@@ -45,11 +47,17 @@ impl PhysicalOptimizerRule for KeyedStateRule {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let settings = FintechConfig::from_session(config);
-        plan.transform_up(|node| match self.rewrite(&node, &settings)? {
-            Some(new) => Ok(Transformed::yes(new)),
-            None => Ok(Transformed::no(node)),
-        })
-        .data()
+        let plan = plan
+            .transform_up(|node| match self.rewrite(&node, &settings)? {
+                Some(new) => Ok(Transformed::yes(new)),
+                None => Ok(Transformed::no(node)),
+            })
+            .data()?;
+        if settings.has_pipeline() {
+            read_only_under_limits(plan, false)
+        } else {
+            Ok(plan)
+        }
     }
 
     fn name(&self) -> &str {
@@ -59,6 +67,28 @@ impl PhysicalOptimizerRule for KeyedStateRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Makes every keyed-state operator below a LIMIT read-only: whether such a query consumes
+/// all its input depends on timing, and a commit must not.
+fn read_only_under_limits(
+    plan: Arc<dyn ExecutionPlan>,
+    under_limit: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let limits = under_limit
+        || plan.fetch().is_some()
+        || plan.downcast_ref::<GlobalLimitExec>().is_some()
+        || plan.downcast_ref::<LocalLimitExec>().is_some();
+    let plan = match plan.downcast_ref::<KeyedStateExec>() {
+        Some(exec) if limits => Arc::new(exec.read_only()?) as Arc<dyn ExecutionPlan>,
+        _ => plan,
+    };
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| read_only_under_limits(Arc::clone(c), limits))
+        .collect::<Result<Vec<_>>>()?;
+    replace_children_if_necessary(plan, children)
 }
 
 /// The kernel behind a window expression, if it is one of ours.
