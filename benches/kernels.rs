@@ -1,8 +1,9 @@
 //! Throughput of the kernels through SQL, against a plain Rust loop over the same Arrow arrays.
 //!
-//! `cargo bench --bench kernels` (release profile). Prints rows/s and peak RSS per case; the
-//! workload is 1M ts-ordered rows over 1,000 symbols in 8,192-row batches. Set
-//! `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to change it.
+//! `cargo bench --bench kernels` (release profile). Prints rows/s, peak RSS and the state
+//! store's time per key loaded or stored, per case; the workload is 1M ts-ordered rows over
+//! 1,000 symbols in 8,192-row batches. Set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
+//! change it. Pipeline cases time the second query on a pipeline, which loads every key.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use datafusion::common::HashMap;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{SortExpr, col};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_fintech::exec::KeyedStateExec;
 use futures::StreamExt;
 
 const BATCH: usize = 8_192;
@@ -117,25 +120,76 @@ const ALL: &str = "SELECT ts, symbol,
     vwap(price, qty) OVER w, log_return(price) OVER w, ofi(bid_px, bid_sz, ask_px, ask_sz) OVER w
   FROM trades WINDOW w AS (PARTITION BY symbol ORDER BY ts)";
 
-/// Runs `sql` to completion `runs` times (each on fresh state), returns the best rows/s.
-async fn sql_case(batches: &[RecordBatch], sql: &str, pipeline: bool, runs: usize) -> f64 {
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    PerQuery,
+    Memory,
+    RocksDb,
+}
+
+/// Sum of a metric of the keyed-state operators of an executed plan.
+fn operator_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    let own = if plan.downcast_ref::<KeyedStateExec>().is_some() {
+        plan.metrics()
+            .and_then(|m| m.sum_by_name(name))
+            .map_or(0, |v| v.as_usize())
+    } else {
+        0
+    };
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| operator_metric(c, name))
+        .sum::<usize>()
+}
+
+/// Runs `sql` `runs` times, each on fresh state; with a pipeline, twice per run and the second
+/// query (which loads every key) is timed. Returns the best rows/s and the store time per key
+/// loaded or stored, in ns.
+async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize) -> (f64, f64) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut best = 0.0f64;
+    let mut best = (0.0f64, f64::NAN);
     for run in 0..runs {
         let ctx = context(batches);
-        if pipeline {
-            let set = format!("SET fintech.pipeline = 'bench{run}'");
-            ctx.sql(&set).await.unwrap().collect().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = vec![];
+        if state != State::PerQuery {
+            settings.push(format!("SET fintech.pipeline = 'bench{run}'"));
         }
-        let start = Instant::now();
-        let mut stream = ctx.sql(sql).await.unwrap().execute_stream().await.unwrap();
-        let mut seen = 0;
-        while let Some(b) = stream.next().await {
-            seen += b.unwrap().num_rows();
+        if state == State::RocksDb {
+            settings.push("SET fintech.state_backend = 'rocksdb'".into());
+            settings.push(format!(
+                "SET fintech.state_path = '{}'",
+                dir.path().display()
+            ));
         }
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(seen, rows);
-        best = best.max(rows as f64 / secs);
+        for s in settings {
+            ctx.sql(&s).await.unwrap().collect().await.unwrap();
+        }
+        let passes = if state == State::PerQuery { 1 } else { 2 };
+        for pass in 0..passes {
+            let plan = ctx
+                .sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            let start = Instant::now();
+            let mut stream = execute_stream(Arc::clone(&plan), ctx.task_ctx()).unwrap();
+            let mut seen = 0;
+            while let Some(b) = stream.next().await {
+                seen += b.unwrap().num_rows();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(seen, rows);
+            if pass + 1 == passes && rows as f64 / secs > best.0 {
+                let keys =
+                    operator_metric(&plan, "keys_loaded") + operator_metric(&plan, "keys_stored");
+                let store_ns = operator_metric(&plan, "store_time") as f64;
+                best = (rows as f64 / secs, store_ns / keys.max(1) as f64);
+            }
+        }
     }
     best
 }
@@ -179,23 +233,42 @@ async fn main() {
     println!(
         "workload: {rows} rows, {symbols} symbols, ts-ordered, {BATCH}-row batches; best of {runs}"
     );
-    println!("{:<40} {:>14} {:>14}", "case", "rows/s", "peak RSS MiB");
-    let cases: [(&str, Option<(&str, bool)>); 5] = [
+    println!(
+        "{:<40} {:>14} {:>14} {:>18}",
+        "case", "rows/s", "peak RSS MiB", "store ns per key"
+    );
+    let mut cases: Vec<(&str, Option<(&str, State)>)> = vec![
         ("plain Rust loop, ewma", None),
-        ("sql ewma, no pipeline", Some((EWMA, false))),
-        ("sql ewma, memory pipeline", Some((EWMA, true))),
-        ("sql all six kernels, no pipeline", Some((ALL, false))),
-        ("sql all six kernels, memory pipeline", Some((ALL, true))),
+        ("sql ewma, no pipeline", Some((EWMA, State::PerQuery))),
+        ("sql ewma, memory pipeline", Some((EWMA, State::Memory))),
+        (
+            "sql all six kernels, no pipeline",
+            Some((ALL, State::PerQuery)),
+        ),
+        (
+            "sql all six kernels, memory pipeline",
+            Some((ALL, State::Memory)),
+        ),
     ];
+    if cfg!(feature = "rocksdb") {
+        cases.push(("sql ewma, rocksdb pipeline", Some((EWMA, State::RocksDb))));
+        cases.push((
+            "sql all six kernels, rocksdb pipeline",
+            Some((ALL, State::RocksDb)),
+        ));
+    }
     for (name, case) in cases {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
         reset_peak_rss();
-        let rate = match case {
-            None => plain_loop(&batches, runs),
-            Some((sql, pipeline)) => sql_case(&batches, sql, pipeline, runs).await,
+        let (rate, per_key) = match case {
+            None => (plain_loop(&batches, runs), f64::NAN),
+            Some((sql, state)) => sql_case(&batches, sql, state, runs).await,
         };
-        println!("{name:<40} {rate:>14.0} {:>14.1}", peak_rss_mib());
+        println!(
+            "{name:<40} {rate:>14.0} {:>14.1} {per_key:>18.0}",
+            peak_rss_mib()
+        );
     }
 }

@@ -11,7 +11,7 @@ use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions}
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionConfig;
 
-/// Backends a user can name, and whether this build has them.
+/// Backends a user can name.
 pub const BACKENDS: &[&str] = &["memory", "rocksdb", "tonbo"];
 
 /// What to do with a row whose ORDER BY value is older than its key's last applied one.
@@ -54,6 +54,15 @@ pub struct FintechConfig {
     pub late_rows: LateRows,
     /// Source position stored atomically with the next commit; empty means none.
     pub commit_tag: String,
+    /// Memory the keyed-state operator may hold per query before it stages state in a disk
+    /// backend (ignored by `memory`, which holds everything).
+    pub working_set_bytes: usize,
+    /// fsync every RocksDB commit.
+    pub rocksdb_sync: bool,
+    /// RocksDB block cache shared by every state in the process.
+    pub rocksdb_block_cache_bytes: usize,
+    /// RocksDB memtable budget shared by every state in the process (charged to the cache).
+    pub rocksdb_write_buffer_bytes: usize,
 }
 
 impl Default for FintechConfig {
@@ -64,6 +73,10 @@ impl Default for FintechConfig {
             pipeline: String::new(),
             late_rows: LateRows::Skip,
             commit_tag: String::new(),
+            working_set_bytes: 128 << 20,
+            rocksdb_sync: true,
+            rocksdb_block_cache_bytes: 128 << 20,
+            rocksdb_write_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -92,14 +105,48 @@ const ENTRIES: &[(&str, &str)] = &[
         "Source position (offset, file name, batch number) stored atomically with the next \
          pipeline commit. A query whose tag equals the last committed tag is refused.",
     ),
+    (
+        "working_set_bytes",
+        "Memory a query's keyed-state operator holds before it stages state in a disk backend \
+         (default 128 MiB; memory backend: unbounded).",
+    ),
+    (
+        "rocksdb.sync",
+        "fsync each RocksDB pipeline commit (default true).",
+    ),
+    (
+        "rocksdb.block_cache_bytes",
+        "RocksDB block cache shared by every state in the process (default 128 MiB; set \
+         before the first RocksDB store opens).",
+    ),
+    (
+        "rocksdb.write_buffer_bytes",
+        "RocksDB memtable memory shared by every state in the process (default 64 MiB; set \
+         before the first RocksDB store opens).",
+    ),
 ];
+
+/// Backends this build can open.
+pub fn backend_available(backend: &str) -> bool {
+    match backend {
+        "memory" => true,
+        "rocksdb" => cfg!(feature = "rocksdb"),
+        _ => false,
+    }
+}
 
 /// The error for a backend this build cannot open.
 pub fn backend_unavailable(backend: &str) -> DataFusionError {
-    if BACKENDS.contains(&backend) {
+    if backend == "rocksdb" {
+        DataFusionError::Configuration(
+            "fintech.state_backend 'rocksdb' is not compiled into this build: enable the \
+             'rocksdb' cargo feature of datafusion-fintech (on by default)"
+                .into(),
+        )
+    } else if BACKENDS.contains(&backend) {
         DataFusionError::Configuration(format!(
             "fintech.state_backend '{backend}' is not available in this build of \
-             datafusion-fintech yet; use 'memory'"
+             datafusion-fintech yet; use 'memory' or 'rocksdb'"
         ))
     } else {
         DataFusionError::Configuration(format!(
@@ -107,6 +154,14 @@ pub fn backend_unavailable(backend: &str) -> DataFusionError {
             BACKENDS.join(", ")
         ))
     }
+}
+
+fn parse_bytes(key: &str, value: &str) -> Result<usize> {
+    value.trim().parse::<usize>().map_err(|_| {
+        DataFusionError::Configuration(format!(
+            "fintech.{key} takes a number of bytes, got '{value}'"
+        ))
+    })
 }
 
 impl FintechConfig {
@@ -156,7 +211,7 @@ impl ExtensionOptions for FintechConfig {
         match key {
             "state_backend" => {
                 let v = value.trim().to_ascii_lowercase();
-                if v != "memory" {
+                if !backend_available(&v) {
                     return Err(backend_unavailable(&v));
                 }
                 self.state_backend = v;
@@ -176,6 +231,24 @@ impl ExtensionOptions for FintechConfig {
                 }
             }
             "commit_tag" => self.commit_tag = value.to_string(),
+            "working_set_bytes" => self.working_set_bytes = parse_bytes(key, value)?,
+            "rocksdb.sync" => {
+                self.rocksdb_sync = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    other => {
+                        return Err(DataFusionError::Configuration(format!(
+                            "fintech.rocksdb.sync takes true or false, got '{other}'"
+                        )));
+                    }
+                }
+            }
+            "rocksdb.block_cache_bytes" => {
+                self.rocksdb_block_cache_bytes = parse_bytes(key, value)?
+            }
+            "rocksdb.write_buffer_bytes" => {
+                self.rocksdb_write_buffer_bytes = parse_bytes(key, value)?
+            }
             other => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting fintech.{other}: the fintech settings are {}",
@@ -201,6 +274,10 @@ impl ExtensionOptions for FintechConfig {
                     "pipeline" => self.pipeline.clone(),
                     "late_rows" => self.late_rows.to_string(),
                     "commit_tag" => self.commit_tag.clone(),
+                    "working_set_bytes" => self.working_set_bytes.to_string(),
+                    "rocksdb.sync" => self.rocksdb_sync.to_string(),
+                    "rocksdb.block_cache_bytes" => self.rocksdb_block_cache_bytes.to_string(),
+                    "rocksdb.write_buffer_bytes" => self.rocksdb_write_buffer_bytes.to_string(),
                     _ => unreachable!(),
                 }),
                 description,

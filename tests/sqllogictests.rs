@@ -3,9 +3,10 @@
 //!
 //! `cargo test --test sqllogictests -- FILTER` runs only files whose name contains FILTER;
 //! `-- --complete FILTER` rewrites the expected results of those files from a memory run with
-//! one partition, or `FINTECH_SLT_PARTITIONS` partitions (read the diff before committing it).
-//! Files may use `onlyif`/`skipif` with the labels `memory` (the backend) and `partitions-1`
-//! / `partitions-4`.
+//! one partition on memory, or `FINTECH_SLT_PARTITIONS` partitions on `FINTECH_SLT_BACKEND`
+//! (read the diff before committing it).
+//! Files may use `onlyif`/`skipif` with the labels `memory` / `rocksdb` (the backend) and
+//! `partitions-1` / `partitions-4`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +19,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 
 /// The state backends every suite runs on. Adding a backend is one entry here.
+#[cfg(feature = "rocksdb")]
+const BACKENDS: &[&str] = &["memory", "rocksdb"];
+#[cfg(not(feature = "rocksdb"))]
 const BACKENDS: &[&str] = &["memory"];
 const PARTITIONS: &[usize] = &[1, 4];
 
@@ -169,8 +173,15 @@ async fn complete_file(path: &Path) -> Result<(), String> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(1);
-    let mut runner = Runner::new(move || connect("memory", partitions, state_dir.clone()));
-    runner.add_label("memory");
+    let backend: &'static str = match std::env::var("FINTECH_SLT_BACKEND").as_deref() {
+        Ok(b) => BACKENDS
+            .iter()
+            .find(|x| **x == b)
+            .expect("a backend of this build"),
+        Err(_) => "memory",
+    };
+    let mut runner = Runner::new(move || connect(backend, partitions, state_dir.clone()));
+    runner.add_label(backend);
     runner.add_label(&format!("partitions-{partitions}"));
     runner
         .update_test_file(

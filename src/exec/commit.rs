@@ -1,7 +1,8 @@
 //! One execution of a keyed-state operator across its partitions: it opens the pipeline,
-//! collects every partition's updates, and commits them all at once when the last partition
-//! has consumed its input. A partition that fails or is dropped early never reports, so
-//! nothing is committed and the lease on the pipeline goes with the last stream.
+//! stages what partitions evict (disk backends), collects what they hold at the end, and
+//! commits everything at once when the last partition has consumed its input. A partition
+//! that fails or is dropped early never reports, so nothing is committed: the run rolls back
+//! what it staged when it is dropped, and the lease on the pipeline goes with it.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +19,14 @@ pub struct PipelineRun {
     pub store: Arc<dyn StateStore>,
     pub name: String,
     tag: Option<String>,
+    /// False for a read-only run (under a LIMIT): it may stage, but it rolls back at the end.
     commits: bool,
+    attempt: u64,
 }
 
 #[derive(Debug)]
 pub struct QueryRun {
-    /// `None`: per-query state, nothing is read or written.
+    /// `None`: per-query state held in memory, nothing is read or written.
     pub pipeline: Option<PipelineRun>,
     progress: Mutex<Progress>,
 }
@@ -34,13 +37,15 @@ struct Progress {
     remaining: usize,
     states: Vec<StateInfo>,
     commit: Commit,
+    /// Something was staged and is neither committed nor rolled back yet.
+    staged: bool,
     lease: Option<PipelineLease>,
 }
 
 impl QueryRun {
     /// Starts a run over `partitions` partitions. With a pipeline configured, this opens the
-    /// store, takes the pipeline's lease and refuses a replayed commit tag, all before any
-    /// input is read.
+    /// store, takes the pipeline's lease, refuses a replayed commit tag and rolls back what
+    /// a crashed or failed earlier attempt left, all before any input is read.
     pub fn start(
         config: &FintechConfig,
         registry: &StoreRegistry,
@@ -50,7 +55,7 @@ impl QueryRun {
     ) -> Result<Self> {
         let mut lease = None;
         let pipeline = if config.has_pipeline() {
-            let store = registry.open(&config.state_backend, &config.state_path)?;
+            let store = registry.open(config)?;
             lease = Some(registry.lease(store.as_ref(), &config.pipeline)?);
             let tag = (!config.commit_tag.is_empty()).then(|| config.commit_tag.clone());
             if let (Some(tag), Some(info)) = (&tag, store.pipeline(&config.pipeline)?) {
@@ -68,11 +73,27 @@ impl QueryRun {
                     }
                 }
             }
+            let attempt = store.begin(&config.pipeline)?;
             Some(PipelineRun {
                 store,
                 name: config.pipeline.clone(),
                 tag,
                 commits,
+                attempt,
+            })
+        } else if config.state_backend != "memory" && !config.state_path.is_empty() {
+            // Per-query state on a disk backend: a scratch pipeline of its own, so a one-off
+            // query over more keys than fit in memory still runs. Never committed; what it
+            // staged is rolled back when the query ends (or when the store next opens).
+            let store = registry.open(config)?;
+            let name = crate::state::scratch_pipeline_name();
+            let attempt = store.begin(&name)?;
+            Some(PipelineRun {
+                store,
+                name,
+                tag: None,
+                commits: false,
+                attempt,
             })
         } else {
             None
@@ -84,6 +105,7 @@ impl QueryRun {
                 remaining: partitions,
                 states: states.to_vec(),
                 commit: Commit::default(),
+                staged: false,
                 lease,
             }),
         })
@@ -102,6 +124,33 @@ impl QueryRun {
         }
     }
 
+    /// Whether every partition has started.
+    pub fn all_claimed(&self) -> bool {
+        self.progress.lock().unwrap().started.iter().all(|s| *s)
+    }
+
+    /// Whether this run commits what partitions hold at the end.
+    pub fn commits(&self) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| p.commits)
+    }
+
+    /// Whether partitions should keep a bounded working set and stage what they evict.
+    pub fn stages(&self) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| p.store.stages())
+    }
+
+    /// Writes evicted updates to the store, uncommitted.
+    pub fn stage(&self, puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let Some(pipeline) = &self.pipeline else {
+            return Ok(());
+        };
+        let mut p = self.progress.lock().unwrap();
+        p.staged = true;
+        pipeline
+            .store
+            .stage(&pipeline.name, pipeline.attempt, &p.states, puts)
+    }
+
     /// A partition consumed all its input; the last one to do so commits every partition's
     /// updates in one atomic store commit.
     pub fn finish_partition(&self, puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()> {
@@ -111,15 +160,40 @@ impl QueryRun {
         if p.remaining > 0 {
             return Ok(());
         }
-        let Some(pipeline) = self.pipeline.as_ref().filter(|p| p.commits) else {
-            p.lease = None;
+        let Some(pipeline) = &self.pipeline else {
             return Ok(());
         };
-        let mut commit = std::mem::take(&mut p.commit);
-        commit.tag = pipeline.tag.clone();
-        commit.states = std::mem::take(&mut p.states);
-        let result = pipeline.store.commit(&pipeline.name, commit);
+        let result = if pipeline.commits {
+            let mut commit = std::mem::take(&mut p.commit);
+            commit.tag = pipeline.tag.clone();
+            commit.states = std::mem::take(&mut p.states);
+            let result = pipeline
+                .store
+                .commit(&pipeline.name, pipeline.attempt, commit);
+            if result.is_ok() {
+                p.staged = false;
+            }
+            result
+        } else {
+            Ok(())
+        };
+        if p.staged {
+            // Read-only run, or a refused commit: undo what was staged.
+            p.staged = false;
+            pipeline.store.rollback(&pipeline.name, pipeline.attempt)?;
+        }
         p.lease = None;
         result
+    }
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        let p = self.progress.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(pipeline)) = (p.staged, &self.pipeline) {
+            // A failed or abandoned query. Should this fail too, the next query on the
+            // pipeline rolls back in `begin` before it reads anything.
+            let _ = pipeline.store.rollback(&pipeline.name, pipeline.attempt);
+        }
     }
 }

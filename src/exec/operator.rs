@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder};
@@ -63,7 +63,8 @@ pub struct KeyedStateExec {
     /// False under a LIMIT: whether such a query reaches the end of its input depends on
     /// timing, so it reads the pipeline's state but never commits.
     commits: bool,
-    run: Mutex<Weak<QueryRun>>,
+    /// The current run, until all its partitions have started.
+    run: Mutex<Option<Arc<QueryRun>>>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
@@ -101,7 +102,7 @@ impl KeyedStateExec {
             planned,
             registry,
             commits: true,
-            run: Mutex::new(Weak::new()),
+            run: Mutex::new(None),
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
         })
@@ -141,23 +142,30 @@ impl KeyedStateExec {
 
     /// The run this partition belongs to: the current one, or a new one if this partition
     /// was already started (the plan is executed again).
+    ///
+    /// The operator holds the run until every partition has claimed it: DataFusion may run
+    /// partition 0 to its end before it even executes partition 1, and the run must outlive
+    /// that gap or partition 1 would start a run of its own and neither would commit.
     fn run_for(&self, partition: usize, config: &FintechConfig) -> Result<Arc<QueryRun>> {
-        let mut current = self.run.lock().unwrap();
-        if let Some(run) = current.upgrade() {
-            if run.claim(partition) {
-                return Ok(run);
+        let mut current = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        let run = match current.take() {
+            Some(run) if run.claim(partition) => run,
+            _ => {
+                let partitions = self.properties.output_partitioning().partition_count();
+                let run = Arc::new(QueryRun::start(
+                    config,
+                    &self.registry,
+                    &self.states(),
+                    partitions,
+                    self.commits,
+                )?);
+                run.claim(partition);
+                run
             }
+        };
+        if !run.all_claimed() {
+            *current = Some(Arc::clone(&run));
         }
-        let partitions = self.properties.output_partitioning().partition_count();
-        let run = Arc::new(QueryRun::start(
-            config,
-            &self.registry,
-            &self.states(),
-            partitions,
-            self.commits,
-        )?);
-        run.claim(partition);
-        *current = Arc::downgrade(&run);
         Ok(run)
     }
 }
@@ -265,6 +273,7 @@ impl ExecutionPlan for KeyedStateExec {
             bytes_loaded: MetricBuilder::new(&self.metrics).counter("bytes_loaded", partition),
             bytes_stored: MetricBuilder::new(&self.metrics).counter("bytes_stored", partition),
             late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
+            evictions: MetricBuilder::new(&self.metrics).counter("evictions", partition),
             store_time: MetricBuilder::new(&self.metrics).subset_time("store_time", partition),
             fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
         };
@@ -272,11 +281,26 @@ impl ExecutionPlan for KeyedStateExec {
             schema: self.schema(),
             input,
             folder: Folder {
+                budget: run.stages().then(|| {
+                    config.working_set_bytes
+                        / self
+                            .properties
+                            .output_partitioning()
+                            .partition_count()
+                            .max(1)
+                }),
+                cached_bytes: 0,
                 calls: self.calls.clone(),
                 partition_by: self.partition_by.clone(),
                 key_types: self.key_types.clone(),
                 order_by: Arc::clone(&self.order_by),
                 late_rows: config.late_rows,
+                slot_size_hint: 64
+                    + self
+                        .calls
+                        .iter()
+                        .map(|c| c.kernel.state_size_hint())
+                        .sum::<usize>(),
                 index: HashMap::default(),
                 slots: Vec::new(),
                 run,
@@ -297,6 +321,7 @@ struct OperatorMetrics {
     bytes_loaded: Count,
     bytes_stored: Count,
     late_rows: Count,
+    evictions: Count,
     store_time: Time,
     fold_time: Time,
 }
@@ -309,11 +334,17 @@ struct Slot {
 
 /// The per-partition state of the operator.
 struct Folder {
+    /// Working-set budget of this partition when the store stages; `None`: unbounded.
+    budget: Option<usize>,
+    /// Estimated memory of the cached keys.
+    cached_bytes: usize,
     calls: Vec<KernelCall>,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     key_types: Vec<KeyType>,
     order_by: Arc<dyn PhysicalExpr>,
     late_rows: LateRows,
+    /// Estimated memory of one key's states, besides the key.
+    slot_size_hint: usize,
     /// Encoded key -> index into `slots`.
     index: HashMap<Box<[u8]>, u32>,
     slots: Vec<Slot>,
@@ -375,6 +406,7 @@ impl Folder {
                 Some(s) => *s,
                 None => {
                     let s = self.slots.len() as u32;
+                    self.cached_bytes += key.len() + self.slot_size_hint;
                     self.index.insert(key.into(), s);
                     self.slots.push(Slot {
                         states: Vec::new(),
@@ -437,7 +469,24 @@ impl Folder {
 
         let mut columns = batch.columns().to_vec();
         columns.extend(outputs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        drop(_timer);
+        if self.budget.is_some_and(|b| self.cached_bytes > b) {
+            self.evict()?;
+        }
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+
+    /// Stages every dirty state in the store and forgets all cached keys; a key seen again
+    /// is loaded again (the store returns what was staged).
+    fn evict(&mut self) -> Result<()> {
+        let puts = self.dirty_puts();
+        let _timer = self.metrics.store_time.timer();
+        self.run.stage(puts)?;
+        self.metrics.evictions.add(1);
+        self.index.clear();
+        self.slots.clear();
+        self.cached_bytes = 0;
+        Ok(())
     }
 
     /// Fills the slots of keys first seen in this batch: from the pipeline's store in one
@@ -483,37 +532,47 @@ impl Folder {
         Ok(())
     }
 
-    /// Hands the dirty states to the run, which commits when every partition is done.
-    fn finish(&mut self) -> Result<()> {
+    /// The dirty states of every cached key, encoded as (state id, key, record).
+    fn dirty_puts(&mut self) -> Vec<(Arc<str>, Vec<u8>, Vec<u8>)> {
         let mut puts = Vec::new();
-        if self.run.pipeline.is_some() {
-            let ids: Vec<Arc<str>> = self
-                .calls
-                .iter()
-                .map(|c| Arc::from(c.info.state_id.as_str()))
-                .collect();
-            let mut bytes = 0usize;
-            for (key, &s) in &self.index {
-                let slot = &self.slots[s as usize];
-                if !slot.dirty {
+        if self.run.pipeline.is_none() {
+            return puts;
+        }
+        let ids: Vec<Arc<str>> = self
+            .calls
+            .iter()
+            .map(|c| Arc::from(c.info.state_id.as_str()))
+            .collect();
+        let mut bytes = 0usize;
+        for (key, &s) in &self.index {
+            let slot = &self.slots[s as usize];
+            if !slot.dirty {
+                continue;
+            }
+            for ((header, state), (call, id)) in slot.states.iter().zip(self.calls.iter().zip(&ids))
+            {
+                if header.rows == 0 {
                     continue;
                 }
-                for ((header, state), (call, id)) in
-                    slot.states.iter().zip(self.calls.iter().zip(&ids))
-                {
-                    if header.rows == 0 {
-                        continue;
-                    }
-                    let mut record = Vec::with_capacity(32);
-                    encode_record(header, &mut record);
-                    call.kernel.encode(state, &mut record);
-                    bytes += key.len() + record.len();
-                    puts.push((Arc::clone(id), key.to_vec(), record));
-                }
+                let mut record = Vec::with_capacity(32);
+                encode_record(header, &mut record);
+                call.kernel.encode(state, &mut record);
+                bytes += key.len() + record.len();
+                puts.push((Arc::clone(id), key.to_vec(), record));
             }
-            self.metrics.keys_stored.add(puts.len());
-            self.metrics.bytes_stored.add(bytes);
         }
+        self.metrics.keys_stored.add(puts.len());
+        self.metrics.bytes_stored.add(bytes);
+        puts
+    }
+
+    /// Hands the dirty states to the run, which commits when every partition is done.
+    fn finish(&mut self) -> Result<()> {
+        let puts = if self.run.commits() {
+            self.dirty_puts()
+        } else {
+            Vec::new()
+        };
         let _timer = self.metrics.store_time.timer();
         self.run.finish_partition(puts)
     }

@@ -149,6 +149,15 @@ impl Kernel {
         1
     }
 
+    /// Roughly the memory one key's state takes once warm, for working-set accounting.
+    pub fn state_size_hint(&self) -> usize {
+        match self {
+            Kernel::RollingMean { n } | Kernel::RollingStd { n } => 48 + 8 * n,
+            Kernel::Ofi => 48,
+            _ => 24,
+        }
+    }
+
     pub fn new_state(&self) -> KernelState {
         match self {
             Kernel::Ewma { .. } => KernelState::Ewma(ewma::EwmaState::default()),

@@ -1,8 +1,9 @@
 //! Rolling mean and sample standard deviation (ddof = 1) over the key's last `n` values.
 //!
 //! The state is the window itself (a ring buffer), and every output is computed from the
-//! window alone: two-pass, oldest value first. So an output never depends on rows that left
-//! the window, and state that was stored and reloaded gives bit-identical results.
+//! window alone, two-pass, with a summation order fixed by the values' positions in the
+//! window. So an output never depends on rows that left the window, and state that was stored
+//! and reloaded gives bit-identical results.
 
 use std::collections::VecDeque;
 
@@ -64,11 +65,24 @@ impl RollingState {
         self.window.len() == self.n
     }
 
+    /// Sum of `f(x)` over the window in four interleaved accumulators: element `i` (oldest
+    /// first) always goes to accumulator `i % 4`, so the result depends only on the values,
+    /// never on where the ring buffer wraps, and the four dependency chains run in parallel.
+    #[inline]
+    fn sum_by(&self, f: impl Fn(f64) -> f64) -> f64 {
+        let mut acc = [0.0f64; 4];
+        let mut i = 0usize;
+        let (a, b) = self.window.as_slices();
+        for x in a.iter().chain(b) {
+            acc[i & 3] += f(*x);
+            i += 1;
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3])
+    }
+
     #[inline]
     fn mean(&self) -> f64 {
-        let (a, b) = self.window.as_slices();
-        let sum = b.iter().fold(a.iter().sum::<f64>(), |s, x| s + x);
-        sum / self.n as f64
+        self.sum_by(|x| x) / self.n as f64
     }
 
     #[inline]
@@ -82,7 +96,7 @@ impl RollingState {
             return None;
         }
         let m = self.mean();
-        let ss: f64 = self.window.iter().map(|v| (v - m) * (v - m)).sum();
+        let ss = self.sum_by(|v| (v - m) * (v - m));
         Some((ss / (self.n as f64 - 1.0)).sqrt())
     }
 
@@ -181,6 +195,26 @@ mod tests {
         assert!(s.update_mean(f64::NAN).unwrap().is_nan());
         assert!(s.update_mean(2.0).unwrap().is_nan());
         assert_eq!(s.update_mean(4.0), Some(3.0));
+    }
+
+    #[test]
+    fn result_does_not_depend_on_where_the_ring_wraps() {
+        let xs: Vec<f64> = (0..37).map(|i| 100.0 + (i as f64 * 0.37).sin()).collect();
+        let mut a = RollingState::new(9);
+        for x in &xs {
+            a.update_std(*x);
+        }
+        // A state decoded from bytes has its window unwrapped: same outputs, bit for bit.
+        let mut bytes = Vec::new();
+        a.encode(&mut bytes);
+        let mut b = RollingState::decode(9, &mut crate::kernels::Reader::new(&bytes)).unwrap();
+        for x in [1.5, 99.25, 100.125] {
+            assert_eq!(
+                a.update_std(x).map(f64::to_bits),
+                b.update_std(x).map(f64::to_bits)
+            );
+            assert_eq!(a.mean().to_bits(), b.mean().to_bits());
+        }
     }
 
     #[test]

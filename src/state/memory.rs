@@ -130,7 +130,7 @@ impl StateStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    fn commit(&self, pipeline: &str, commit: Commit) -> Result<()> {
+    fn commit(&self, pipeline: &str, _attempt: u64, commit: Commit) -> Result<()> {
         let mut p = self.pipelines.write().map_err(|_| poisoned())?;
         // Validate everything before the first change, so a refused commit changes nothing.
         if let Some(data) = p.get(pipeline) {

@@ -7,6 +7,8 @@
 
 pub mod codec;
 pub mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -127,9 +129,53 @@ pub trait StateStore: Debug + Send + Sync {
     ) -> Result<Vec<Option<Vec<u8>>>>;
     /// All (key, record) pairs of a state, in key order.
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Applies `commit` atomically. Fails without changing anything if the commit's tag equals
-    /// the pipeline's last committed tag, or a state's registry entry disagrees.
-    fn commit(&self, pipeline: &str, commit: Commit) -> Result<()>;
+    /// Starts a query's write attempt on `pipeline`: first rolls back what an earlier attempt
+    /// staged and never committed (a crash, a failed query), then returns a new attempt id.
+    fn begin(&self, _pipeline: &str) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Whether [`StateStore::stage`] is supported: the operator then keeps a bounded working
+    /// set and stages what it evicts; otherwise it holds every touched key until the commit.
+    fn stages(&self) -> bool {
+        false
+    }
+
+    /// Writes updates of an attempt that is not committed yet. [`StateStore::get_many`] sees
+    /// them; a commit publishes them, a rollback (or the next `begin` after a crash) undoes
+    /// them.
+    fn stage(
+        &self,
+        _pipeline: &str,
+        _attempt: u64,
+        _states: &[StateInfo],
+        _puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        Err(DataFusionError::Internal(format!(
+            "the {} state store does not stage updates",
+            self.backend()
+        )))
+    }
+
+    /// Undoes everything `attempt` staged.
+    fn rollback(&self, _pipeline: &str, _attempt: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Applies `commit` (and everything `attempt` staged) atomically. Fails without changing
+    /// anything if the commit's tag equals the pipeline's last committed tag, or a state's
+    /// registry entry disagrees.
+    fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()>;
+}
+
+/// Names of per-query scratch pipelines start with this (a NUL: no SQL string names it).
+pub const SCRATCH_PREFIX: &str = "\0scratch:";
+
+/// A pipeline name no other query of this process uses.
+pub fn scratch_pipeline_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{SCRATCH_PREFIX}{}:{n}", std::process::id())
 }
 
 /// The error for a replayed batch; one wording everywhere.
@@ -161,8 +207,12 @@ impl Drop for PipelineLease {
 }
 
 impl StoreRegistry {
-    /// The store for `backend` at `path`, opened once and then shared.
-    pub fn open(&self, backend: &str, path: &str) -> Result<Arc<dyn StateStore>> {
+    /// The store the settings name, opened once and then shared.
+    pub fn open(&self, settings: &crate::config::FintechConfig) -> Result<Arc<dyn StateStore>> {
+        let (backend, path) = (
+            settings.state_backend.as_str(),
+            settings.state_path.as_str(),
+        );
         let mut stores = self.stores.lock().unwrap();
         let id = (backend.to_string(), path.to_string());
         if let Some(store) = stores.get(&id) {
@@ -170,6 +220,8 @@ impl StoreRegistry {
         }
         let store: Arc<dyn StateStore> = match backend {
             "memory" => Arc::new(memory::MemoryStore::new(path)),
+            #[cfg(feature = "rocksdb")]
+            "rocksdb" => Arc::new(rocksdb::RocksStore::open(path, settings)?),
             other => return Err(crate::config::backend_unavailable(other)),
         };
         stores.insert(id, Arc::clone(&store));
@@ -261,6 +313,7 @@ mod tests {
         store
             .commit(
                 "p",
+                0,
                 Commit {
                     tag: Some("t1".into()),
                     states: vec![info()],
@@ -276,7 +329,7 @@ mod tests {
         };
         assert!(
             store
-                .commit("p", replay)
+                .commit("p", 0, replay)
                 .unwrap_err()
                 .to_string()
                 .contains("already committed")
@@ -288,7 +341,7 @@ mod tests {
             states: vec![bad],
             puts: vec![put("c")],
         };
-        assert!(store.commit("p", refused).is_err());
+        assert!(store.commit("p", 0, refused).is_err());
         assert_eq!(store.scan("p", "ewma(price,0.5)@symbol").unwrap().len(), 1);
         let p = store.pipeline("p").unwrap().unwrap();
         assert_eq!((p.commits, p.last_commit_tag.as_deref()), (1, Some("t1")));

@@ -39,8 +39,7 @@ pub fn all_table_functions(
 
 /// The store the session's settings point at.
 fn session_store(registry: &StoreRegistry, session: &dyn Session) -> Result<Arc<dyn StateStore>> {
-    let config = FintechConfig::from_session(session.config_options());
-    registry.open(&config.state_backend, &config.state_path)
+    registry.open(&FintechConfig::from_session(session.config_options()))
 }
 
 /// The string literal argument `i` of a table function call.

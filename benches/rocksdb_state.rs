@@ -1,0 +1,196 @@
+//! Larger-than-memory state: a RocksDB pipeline with millions of keys of `rolling_mean(x, 100)`.
+//!
+//! `cargo bench --bench rocksdb_state` (release profile). Prints rows/s, peak RSS and the
+//! state's size on disk. Defaults: 5,000,000 keys x 100 rows each (500M rows, about 4 GB of
+//! state), generated on the fly in ts order with each key's rows in runs, and the default
+//! settings (128 MiB working set, 128 MiB block cache, 64 MiB write buffers). Change with
+//! FINTECH_BENCH_KEYS, FINTECH_BENCH_ROWS_PER_KEY, FINTECH_BENCH_RUN (rows per key per run
+//! of consecutive rows) and FINTECH_BENCH_DIR (where the state goes; default a temp dir).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::Result;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{SortExpr, col};
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::{Stream, StreamExt};
+
+const BATCH: usize = 8_192;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Rows in ts order; key k's rows come in runs of `run` consecutive rows, the runs of all
+/// keys cycling, so every key is revisited `rows_per_key / run` times over the stream.
+#[derive(Debug)]
+struct Generator {
+    schema: SchemaRef,
+    keys: u64,
+    rows_per_key: u64,
+    run: u64,
+}
+
+struct GeneratorStream {
+    schema: SchemaRef,
+    next_row: u64,
+    total: u64,
+    keys: u64,
+    run: u64,
+}
+
+impl Stream for GeneratorStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.next_row >= self.total {
+            return Poll::Ready(None);
+        }
+        let n = (BATCH as u64).min(self.total - self.next_row);
+        let (mut ts, mut key, mut x) = (
+            Vec::with_capacity(n as usize),
+            Vec::with_capacity(n as usize),
+            Vec::with_capacity(n as usize),
+        );
+        for r in self.next_row..self.next_row + n {
+            let run_no = r / self.run;
+            let k = run_no % self.keys;
+            ts.push(r as i64);
+            key.push(k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1);
+            x.push(100.0 + ((r % 1_000) as f64) * 0.01);
+        }
+        self.next_row += n;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(UInt64Array::from(key)),
+            Arc::new(Float64Array::from(x)),
+        ];
+        Poll::Ready(Some(
+            RecordBatch::try_new(Arc::clone(&self.schema), cols).map_err(Into::into),
+        ))
+    }
+}
+
+impl RecordBatchStream for GeneratorStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+impl PartitionStream for Generator {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        Box::pin(GeneratorStream {
+            schema: Arc::clone(&self.schema),
+            next_row: 0,
+            total: self.keys * self.rows_per_key,
+            keys: self.keys,
+            run: self.run,
+        })
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let keys = env_usize("FINTECH_BENCH_KEYS", 5_000_000) as u64;
+    let rows_per_key = env_usize("FINTECH_BENCH_ROWS_PER_KEY", 100) as u64;
+    let run = env_usize("FINTECH_BENCH_RUN", 100) as u64;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var("FINTECH_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().join("state"));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("key", DataType::UInt64, false),
+        Field::new("x", DataType::Float64, false),
+    ]));
+    let generator = Arc::new(Generator {
+        schema: Arc::clone(&schema),
+        keys,
+        rows_per_key,
+        run,
+    });
+    let table = StreamingTable::try_new(Arc::clone(&schema), vec![generator])
+        .unwrap()
+        .with_sort_order(vec![SortExpr::new(col("ts"), true, false)]);
+    let ctx = SessionContext::new_with_config(SessionConfig::new());
+    datafusion_fintech::register_all(&ctx).unwrap();
+    ctx.register_table("ticks", Arc::new(table)).unwrap();
+    for s in [
+        "SET fintech.state_backend = 'rocksdb'".to_string(),
+        format!("SET fintech.state_path = '{}'", dir.display()),
+        "SET fintech.pipeline = 'big'".to_string(),
+    ] {
+        ctx.sql(&s).await.unwrap().collect().await.unwrap();
+    }
+    let rows = keys * rows_per_key;
+    println!(
+        "workload: {keys} keys x {rows_per_key} rows (runs of {run}) = {rows} rows, rolling_mean(x, 100), default settings"
+    );
+    let start = Instant::now();
+    let mut stream = ctx
+        .sql("SELECT rolling_mean(x, 100) OVER (PARTITION BY key ORDER BY ts) FROM ticks")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let mut seen = 0u64;
+    while let Some(b) = stream.next().await {
+        seen += b.unwrap().num_rows() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(seen, rows);
+    let states = ctx
+        .sql("SELECT keys, bytes FROM fintech_states('big')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    println!(
+        "{}",
+        datafusion::arrow::util::pretty::pretty_format_batches(&states).unwrap()
+    );
+    println!("rows/s:            {:.0}", rows as f64 / secs);
+    println!("elapsed:           {secs:.1} s");
+    println!("peak RSS:          {:.0} MiB", peak_rss_mib());
+    println!(
+        "state on disk:     {:.0} MiB",
+        dir_size(&dir) as f64 / (1 << 20) as f64
+    );
+}

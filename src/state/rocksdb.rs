@@ -1,0 +1,1005 @@
+//! The RocksDB backend: persistent, crash-safe, larger than memory.
+//!
+//! One RocksDB database per `fintech.state_path`, holding every pipeline stored there. Key
+//! layout (the first byte names the key space):
+//!
+//! ```text
+//! 00 "format"                               layout marker: b"datafusion-fintech/1"
+//! 00 "next_state" / 00 "next_attempt"       counters
+//! 01 pipeline                               pipeline meta: commits, last commit, tag, in-flight attempt
+//! 02 pipeline 00 state_id                   state meta: state number, keys, bytes, StateInfo
+//! 03 state_no:u32 bucket:u16 key            record of one key (bucket = FNV-1a(key) mod 4096)
+//! 04 attempt:u64 len:u32 datakey seq:u64    undo entry: the value datakey had before the attempt
+//! ```
+//!
+//! The bucket prefix groups keys the way Flink's key groups and RisingWave's vnodes do, so a
+//! state can later be split by key range without rewriting it.
+//!
+//! Commits are one `WriteBatch` (state, metadata and tag together), fsynced by default. A query
+//! whose working set outgrows memory *stages* updates before it commits: each staged write
+//! goes into the same batch as an undo entry holding the key's previous value, so after a
+//! crash or a failed query the attempt is rolled back from its undo entries. The WAL orders
+//! batches, so whatever survives a crash is a prefix of the attempt, undo included.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::HashMap;
+use datafusion::error::{DataFusionError, Result};
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteBufferManager, WriteOptions,
+};
+
+use super::codec::KeyColumn;
+use super::memory::now_micros;
+use super::{Commit, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed};
+use crate::config::FintechConfig;
+use crate::kernels::Reader;
+
+const FORMAT: &[u8] = b"datafusion-fintech/1";
+const META: u8 = 0x00;
+const PIPELINE: u8 = 0x01;
+const STATE: u8 = 0x02;
+const DATA: u8 = 0x03;
+const UNDO: u8 = 0x04;
+/// Number of hash buckets a state's keys are spread over.
+pub const BUCKETS: u64 = 4096;
+/// Undo entries restored per write batch during a rollback.
+const ROLLBACK_CHUNK: usize = 16_384;
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn pipeline_key(pipeline: &str) -> Vec<u8> {
+    let mut k = vec![PIPELINE];
+    k.extend_from_slice(pipeline.as_bytes());
+    k
+}
+
+fn state_prefix(pipeline: &str) -> Vec<u8> {
+    let mut k = vec![STATE];
+    k.extend_from_slice(pipeline.as_bytes());
+    k.push(0);
+    k
+}
+
+fn state_key(pipeline: &str, state_id: &str) -> Vec<u8> {
+    let mut k = state_prefix(pipeline);
+    k.extend_from_slice(state_id.as_bytes());
+    k
+}
+
+/// A stable 64-bit FNV-1a: the bucket of a key must never change between builds.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(7 + key.len());
+    k.push(DATA);
+    k.extend_from_slice(&state_no.to_be_bytes());
+    k.extend_from_slice(&((fnv1a(key) % BUCKETS) as u16).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn data_prefix(state_no: u32) -> Vec<u8> {
+    let mut k = vec![DATA];
+    k.extend_from_slice(&state_no.to_be_bytes());
+    k
+}
+
+fn undo_prefix(attempt: u64) -> Vec<u8> {
+    let mut k = vec![UNDO];
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+fn undo_key(attempt: u64, datakey: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = undo_prefix(attempt);
+    k.extend_from_slice(&(datakey.len() as u32).to_be_bytes());
+    k.extend_from_slice(datakey);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+// ---- metadata records --------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PipelineMeta {
+    commits: u64,
+    last_commit_micros: Option<i64>,
+    last_commit_tag: Option<String>,
+    /// An attempt that staged updates and has not committed or rolled back.
+    in_flight: Option<u64>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn get_str(r: &mut Reader) -> Result<String> {
+    let len = r.u32().map_err(|e| DataFusionError::Execution(e.0))? as usize;
+    let mut bytes = Vec::with_capacity(len);
+    for _ in 0..len {
+        bytes.push(r.u8().map_err(|e| DataFusionError::Execution(e.0))?);
+    }
+    String::from_utf8(bytes).map_err(|_| DataFusionError::Execution("bad UTF-8".into()))
+}
+
+fn kerr(e: crate::kernels::KernelError) -> DataFusionError {
+    DataFusionError::Execution(e.0)
+}
+
+impl PipelineMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&self.commits.to_le_bytes());
+        match self.last_commit_micros {
+            None => out.push(0),
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+        }
+        match &self.last_commit_tag {
+            None => out.push(0),
+            Some(t) => {
+                out.push(1);
+                put_str(&mut out, t);
+            }
+        }
+        match self.in_flight {
+            None => out.push(0),
+            Some(a) => {
+                out.push(1);
+                out.extend_from_slice(&a.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8().map_err(kerr)?;
+        if version != 1 {
+            return Err(DataFusionError::Execution(format!(
+                "pipeline metadata version {version} is not supported by this build"
+            )));
+        }
+        let commits = r.u64().map_err(kerr)?;
+        let last_commit_micros = match r.u8().map_err(kerr)? {
+            0 => None,
+            _ => Some(r.i64().map_err(kerr)?),
+        };
+        let last_commit_tag = match r.u8().map_err(kerr)? {
+            0 => None,
+            _ => Some(get_str(&mut r)?),
+        };
+        let in_flight = match r.u8().map_err(kerr)? {
+            0 => None,
+            _ => Some(r.u64().map_err(kerr)?),
+        };
+        r.finish("pipeline metadata").map_err(kerr)?;
+        Ok(Self {
+            commits,
+            last_commit_micros,
+            last_commit_tag,
+            in_flight,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct StateMeta {
+    state_no: u32,
+    keys: u64,
+    bytes: u64,
+    info: StateInfo,
+}
+
+impl StateMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&self.state_no.to_le_bytes());
+        out.extend_from_slice(&self.keys.to_le_bytes());
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        let i = &self.info;
+        put_str(&mut out, &i.state_id);
+        put_str(&mut out, &i.kernel);
+        out.extend_from_slice(&i.encoding_version.to_le_bytes());
+        put_str(&mut out, &i.order_type.to_string());
+        for list in [&i.params, &i.inputs] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for s in list {
+                put_str(&mut out, s);
+            }
+        }
+        out.extend_from_slice(&(i.key_columns.len() as u32).to_le_bytes());
+        for c in &i.key_columns {
+            put_str(&mut out, &c.name);
+            put_str(&mut out, &c.data_type.to_string());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8().map_err(kerr)?;
+        if version != 1 {
+            return Err(DataFusionError::Execution(format!(
+                "state metadata version {version} is not supported by this build"
+            )));
+        }
+        let state_no = r.u32().map_err(kerr)?;
+        let keys = r.u64().map_err(kerr)?;
+        let bytes_total = r.u64().map_err(kerr)?;
+        let state_id = get_str(&mut r)?;
+        let kernel = get_str(&mut r)?;
+        let encoding_version = r.u32().map_err(kerr)?;
+        let data_type = |s: String| {
+            DataType::from_str(&s).map_err(|e| {
+                DataFusionError::Execution(format!("unreadable type '{s}' in state metadata: {e}"))
+            })
+        };
+        let order_type = data_type(get_str(&mut r)?)?;
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in lists.iter_mut() {
+            for _ in 0..r.u32().map_err(kerr)? {
+                list.push(get_str(&mut r)?);
+            }
+        }
+        let [params, inputs] = lists;
+        let mut key_columns = Vec::new();
+        for _ in 0..r.u32().map_err(kerr)? {
+            let name = get_str(&mut r)?;
+            key_columns.push(KeyColumn {
+                name,
+                data_type: data_type(get_str(&mut r)?)?,
+            });
+        }
+        r.finish("state metadata").map_err(kerr)?;
+        Ok(Self {
+            state_no,
+            keys,
+            bytes: bytes_total,
+            info: StateInfo {
+                state_id,
+                kernel,
+                params,
+                inputs,
+                key_columns,
+                order_type,
+                encoding_version,
+            },
+        })
+    }
+}
+
+// ---- the store ---------------------------------------------------------------------------
+
+/// Block cache and memtable budget shared by every RocksDB store of the process.
+struct Shared {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+
+fn shared(settings: &FintechConfig) -> &'static Shared {
+    SHARED.get_or_init(|| {
+        let cache = Cache::new_lru_cache(settings.rocksdb_block_cache_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            settings.rocksdb_write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        Shared {
+            cache,
+            write_buffers,
+        }
+    })
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Next undo sequence number.
+    seq: u64,
+    /// Per state number: (keys added, bytes added) by staged writes of the attempt.
+    deltas: HashMap<u32, (i64, i64)>,
+}
+
+pub struct RocksStore {
+    path: PathBuf,
+    db: DB,
+    sync: bool,
+    /// Serializes metadata changes (commits, stages, rollbacks, counters).
+    write: Mutex<Writer>,
+}
+
+#[derive(Default)]
+struct Writer {
+    next_state: u32,
+    next_attempt: u64,
+    pending: HashMap<u64, Pending>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RocksStore({})", self.path.display())
+    }
+}
+
+fn db_error(path: &Path, what: &str, e: rocksdb::Error) -> DataFusionError {
+    let msg = e.to_string();
+    if msg.contains("lock") || msg.contains("LOCK") {
+        DataFusionError::Execution(format!(
+            "state directory {} is in use by another process (RocksDB lock held): {msg}",
+            path.display()
+        ))
+    } else if msg.contains("Corruption") {
+        DataFusionError::Execution(format!(
+            "state directory {} is damaged ({msg}); it was left untouched",
+            path.display()
+        ))
+    } else {
+        DataFusionError::Execution(format!("RocksDB at {}: {what}: {msg}", path.display()))
+    }
+}
+
+fn u32_meta(bytes: Option<Vec<u8>>) -> u32 {
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn u64_meta(bytes: Option<Vec<u8>>) -> u64 {
+    bytes
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store at `path`. A directory that holds anything but a
+    /// datafusion-fintech store is refused before anything is written to it.
+    pub fn open(path: &str, settings: &FintechConfig) -> Result<Self> {
+        if path.is_empty() {
+            return Err(DataFusionError::Configuration(
+                "fintech.state_backend 'rocksdb' needs fintech.state_path: the directory that \
+                 holds the state"
+                    .into(),
+            ));
+        }
+        let path = PathBuf::from(path);
+        let existing = path.is_dir()
+            && std::fs::read_dir(&path)
+                .map_err(|e| {
+                    DataFusionError::Execution(format!("cannot read {}: {e}", path.display()))
+                })?
+                .next()
+                .is_some();
+        if path.exists() && !path.is_dir() {
+            return Err(DataFusionError::Execution(format!(
+                "fintech.state_path {} is a file, not a state directory",
+                path.display()
+            )));
+        }
+        if existing {
+            if !path.join("CURRENT").is_file() {
+                return Err(DataFusionError::Execution(format!(
+                    "{} is not a datafusion-fintech state directory (it has files but no \
+                     RocksDB database); refusing to write into it",
+                    path.display()
+                )));
+            }
+            // Check the marker without writing anything.
+            let db = DB::open_for_read_only(&Options::default(), &path, false)
+                .map_err(|e| db_error(&path, "open", e))?;
+            let format = db
+                .get(meta_key("format"))
+                .map_err(|e| db_error(&path, "read", e))?;
+            match format.as_deref() {
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(DataFusionError::Execution(format!(
+                        "state directory {} has layout '{}', this build reads '{}'; nothing \
+                         was changed",
+                        path.display(),
+                        String::from_utf8_lossy(other),
+                        String::from_utf8_lossy(FORMAT)
+                    )));
+                }
+                None => {
+                    return Err(DataFusionError::Execution(format!(
+                        "{} is a RocksDB database that datafusion-fintech did not write; \
+                         refusing to use it",
+                        path.display()
+                    )));
+                }
+            }
+        }
+
+        let shared = shared(settings);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&shared.cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_manager(&shared.write_buffers);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        opts.set_max_open_files(512);
+        let db = DB::open(&opts, &path).map_err(|e| db_error(&path, "open", e))?;
+        if !existing {
+            db.put(meta_key("format"), FORMAT)
+                .map_err(|e| db_error(&path, "write", e))?;
+        }
+        let get = |k: &str| db.get(meta_key(k)).map_err(|e| db_error(&path, "read", e));
+        let writer = Writer {
+            next_state: u32_meta(get("next_state")?),
+            next_attempt: u64_meta(get("next_attempt")?),
+            pending: HashMap::default(),
+        };
+        let store = Self {
+            path,
+            db,
+            sync: settings.rocksdb_sync,
+            write: Mutex::new(writer),
+        };
+        // Scratch pipelines of per-query state that a crashed process left behind.
+        for (k, v) in store.scan_prefix(&[PIPELINE])? {
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            if name.starts_with(super::SCRATCH_PREFIX) {
+                if let Some(attempt) = PipelineMeta::decode(&v).ok().and_then(|m| m.in_flight) {
+                    store.rollback(&name, attempt)?;
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The writer lock; a panic elsewhere does not stop rollbacks from running.
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, what: &str, e: rocksdb::Error) -> DataFusionError {
+        db_error(&self.path, what, e)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get(key).map_err(|e| self.err("read", e))
+    }
+
+    fn pipeline_meta(&self, pipeline: &str) -> Result<Option<PipelineMeta>> {
+        self.get(&pipeline_key(pipeline))?
+            .map(|b| {
+                PipelineMeta::decode(&b)
+                    .map_err(|e| self.damaged(&format!("pipeline '{pipeline}'"), e))
+            })
+            .transpose()
+    }
+
+    fn state_meta(&self, pipeline: &str, state_id: &str) -> Result<Option<StateMeta>> {
+        self.get(&state_key(pipeline, state_id))?
+            .map(|b| {
+                StateMeta::decode(&b).map_err(|e| self.damaged(&format!("state {state_id}"), e))
+            })
+            .transpose()
+    }
+
+    fn damaged(&self, what: &str, e: DataFusionError) -> DataFusionError {
+        DataFusionError::Execution(format!(
+            "metadata of {what} in {} cannot be read: {e}",
+            self.path.display()
+        ))
+    }
+
+    /// All (key, value) pairs whose key starts with `prefix`.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(prefix));
+        opts.fill_cache(false);
+        self.db
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), opts)
+            .map(|item| item.map_err(|e| self.err("scan", e)))
+            .collect()
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db
+            .write_opt(batch, &opts)
+            .map_err(|e| self.err("write", e))
+    }
+
+    /// The state number of each state, registering new ones into `batch` (with undo entries
+    /// when `undo` names the attempt, so that a rollback unregisters them).
+    fn register_states(
+        &self,
+        w: &mut Writer,
+        batch: &mut WriteBatch,
+        pipeline: &str,
+        states: &[StateInfo],
+        undo: Option<u64>,
+    ) -> Result<HashMap<String, StateMeta>> {
+        let mut out = HashMap::default();
+        for info in states {
+            let meta = match self.state_meta(pipeline, &info.state_id)? {
+                Some(meta) => {
+                    if let Some(why) = meta.info.mismatch(info) {
+                        return Err(DataFusionError::Execution(format!(
+                            "pipeline '{pipeline}' in {}: {why}",
+                            self.path.display()
+                        )));
+                    }
+                    meta
+                }
+                None => {
+                    let meta = StateMeta {
+                        state_no: w.next_state,
+                        keys: 0,
+                        bytes: 0,
+                        info: info.clone(),
+                    };
+                    w.next_state += 1;
+                    batch.put(meta_key("next_state"), w.next_state.to_le_bytes());
+                    let key = state_key(pipeline, &info.state_id);
+                    if let Some(attempt) = undo {
+                        let p = w.pending.entry(attempt).or_default();
+                        batch.put(undo_key(attempt, &key, p.seq), [0u8]);
+                        p.seq += 1;
+                    }
+                    batch.put(&key, meta.encode());
+                    meta
+                }
+            };
+            out.insert(info.state_id.clone(), meta);
+        }
+        Ok(out)
+    }
+
+    /// Writes `puts` into `batch` and returns per state number the change in keys and bytes;
+    /// with `undo`, each write also records the value it replaces.
+    fn write_puts(
+        &self,
+        w: &mut Writer,
+        batch: &mut WriteBatch,
+        metas: &HashMap<String, StateMeta>,
+        puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+        undo: Option<u64>,
+    ) -> Result<HashMap<u32, (i64, i64)>> {
+        let mut keys = Vec::with_capacity(puts.len());
+        for (state_id, key, _) in &puts {
+            let meta = metas.get(state_id.as_ref()).ok_or_else(|| {
+                DataFusionError::Internal(format!("write to unregistered state {state_id}"))
+            })?;
+            keys.push(data_key(meta.state_no, key));
+        }
+        // What each key holds now: for the counts, and for the undo entries.
+        let previous = self.db.multi_get(&keys);
+        let mut deltas: HashMap<u32, (i64, i64)> = HashMap::default();
+        for (((state_id, key, record), datakey), prev) in puts.into_iter().zip(&keys).zip(previous)
+        {
+            let prev = prev.map_err(|e| self.err("read", e))?;
+            let state_no = metas[state_id.as_ref()].state_no;
+            let d = deltas.entry(state_no).or_default();
+            let new_bytes = (key.len() + record.len()) as i64;
+            match &prev {
+                None => {
+                    d.0 += 1;
+                    d.1 += new_bytes;
+                }
+                Some(old) => d.1 += new_bytes - (key.len() + old.len()) as i64,
+            }
+            if let Some(attempt) = undo {
+                let p = w.pending.entry(attempt).or_default();
+                let mut entry = Vec::with_capacity(1 + prev.as_ref().map_or(0, |p| p.len()));
+                match &prev {
+                    None => entry.push(0),
+                    Some(old) => {
+                        entry.push(1);
+                        entry.extend_from_slice(old);
+                    }
+                }
+                batch.put(undo_key(attempt, datakey, p.seq), entry);
+                p.seq += 1;
+            }
+            batch.put(datakey, record);
+        }
+        Ok(deltas)
+    }
+}
+
+impl StateStore for RocksStore {
+    fn backend(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn pipelines(&self) -> Result<Vec<PipelineInfo>> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix(&[PIPELINE])? {
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            let meta = PipelineMeta::decode(&v).map_err(|e| self.damaged(&name, e))?;
+            if meta.commits > 0 {
+                out.push(PipelineInfo {
+                    name,
+                    commits: meta.commits,
+                    last_commit_micros: meta.last_commit_micros,
+                    last_commit_tag: meta.last_commit_tag,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineInfo>> {
+        Ok(self
+            .pipeline_meta(name)?
+            .filter(|m| m.commits > 0)
+            .map(|m| PipelineInfo {
+                name: name.to_string(),
+                commits: m.commits,
+                last_commit_micros: m.last_commit_micros,
+                last_commit_tag: m.last_commit_tag,
+            }))
+    }
+
+    fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>> {
+        self.scan_prefix(&state_prefix(pipeline))?
+            .into_iter()
+            .map(|(_, v)| {
+                let meta = StateMeta::decode(&v).map_err(|e| self.damaged(pipeline, e))?;
+                Ok(StateSummary {
+                    info: meta.info,
+                    keys: meta.keys,
+                    bytes: meta.bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn state_info(&self, pipeline: &str, state_id: &str) -> Result<Option<StateInfo>> {
+        Ok(self.state_meta(pipeline, state_id)?.map(|m| m.info))
+    }
+
+    fn get_many(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let Some(meta) = self.state_meta(pipeline, state_id)? else {
+            return Ok(vec![None; keys.len()]);
+        };
+        let datakeys: Vec<Vec<u8>> = keys.iter().map(|k| data_key(meta.state_no, k)).collect();
+        self.db
+            .multi_get(&datakeys)
+            .into_iter()
+            .map(|r| r.map_err(|e| self.err("read", e)))
+            .collect()
+    }
+
+    fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(meta) = self.state_meta(pipeline, state_id)? else {
+            return Ok(vec![]);
+        };
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = self
+            .scan_prefix(&data_prefix(meta.state_no))?
+            .into_iter()
+            .map(|(k, v)| (k[7..].to_vec(), v.into_vec()))
+            .collect();
+        // Bucket order is hash order; give callers key order, as the memory store does.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
+    }
+
+    fn begin(&self, pipeline: &str) -> Result<u64> {
+        if let Some(attempt) = self.pipeline_meta(pipeline)?.and_then(|m| m.in_flight) {
+            self.rollback(pipeline, attempt)?;
+        }
+        let mut w = self.writer();
+        w.next_attempt += 1;
+        Ok(w.next_attempt)
+    }
+
+    fn stages(&self) -> bool {
+        true
+    }
+
+    fn stage(
+        &self,
+        pipeline: &str,
+        attempt: u64,
+        states: &[StateInfo],
+        puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut w = self.writer();
+        let mut batch = WriteBatch::default();
+        let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
+        if meta.in_flight != Some(attempt) {
+            meta.in_flight = Some(attempt);
+            batch.put(pipeline_key(pipeline), meta.encode());
+            batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
+        }
+        let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, puts, Some(attempt))?;
+        let pending = w.pending.entry(attempt).or_default();
+        for (state_no, (k, b)) in deltas {
+            let d = pending.deltas.entry(state_no).or_default();
+            d.0 += k;
+            d.1 += b;
+        }
+        // Not synced: until the commit, a crash may lose staged writes, and that is fine.
+        self.write(batch, false)
+    }
+
+    fn rollback(&self, pipeline: &str, attempt: u64) -> Result<()> {
+        let mut w = self.writer();
+        // The first undo entry of each key holds its value before the attempt. Restoring is
+        // idempotent, so a rollback interrupted by a crash is simply done again.
+        let prefix = undo_prefix(attempt);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        opts.fill_cache(false);
+        let mut batch = WriteBatch::default();
+        let mut last: Option<Vec<u8>> = None;
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&prefix, Direction::Forward), opts)
+        {
+            let (k, v) = item.map_err(|e| self.err("scan", e))?;
+            // Entries of one key are adjacent, oldest first.
+            let datakey = &k[13..k.len() - 8];
+            if last.as_deref() == Some(datakey) {
+                continue;
+            }
+            match v.first() {
+                Some(1) => batch.put(datakey, &v[1..]),
+                _ => batch.delete(datakey),
+            }
+            last = Some(datakey.to_vec());
+            if batch.len() >= ROLLBACK_CHUNK {
+                self.write(std::mem::take(&mut batch), false)?;
+            }
+        }
+        let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
+        meta.in_flight = None;
+        if meta.commits == 0 {
+            batch.delete(pipeline_key(pipeline));
+        } else {
+            batch.put(pipeline_key(pipeline), meta.encode());
+        }
+        batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
+        w.pending.remove(&attempt);
+        self.write(batch, true)
+    }
+
+    fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()> {
+        let mut w = self.writer();
+        let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
+        if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag) {
+            if tag == last {
+                return Err(already_committed(pipeline, tag));
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, commit.puts, None)?;
+        let staged = w.pending.remove(&attempt).unwrap_or_default().deltas;
+        for m in metas.values_mut() {
+            let (mut k, mut b) = deltas.get(&m.state_no).copied().unwrap_or_default();
+            if let Some((sk, sb)) = staged.get(&m.state_no) {
+                k += sk;
+                b += sb;
+            }
+            m.keys = (m.keys as i64 + k).max(0) as u64;
+            m.bytes = (m.bytes as i64 + b).max(0) as u64;
+            batch.put(state_key(pipeline, &m.info.state_id), m.encode());
+        }
+        meta.commits += 1;
+        meta.last_commit_micros = Some(now_micros());
+        meta.last_commit_tag = commit.tag;
+        meta.in_flight = None;
+        batch.put(pipeline_key(pipeline), meta.encode());
+        batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
+        batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
+        self.write(batch, self.sync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: u32) -> StateInfo {
+        StateInfo {
+            state_id: "ewma(price,0.5)@symbol".into(),
+            kernel: "ewma".into(),
+            params: vec!["0.5".into()],
+            inputs: vec!["price".into()],
+            key_columns: vec![KeyColumn {
+                name: "symbol".into(),
+                data_type: DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                ),
+            }],
+            order_type: DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                Some("UTC".into()),
+            ),
+            encoding_version: version,
+        }
+    }
+
+    fn put(key: &str, value: u8) -> (Arc<str>, Vec<u8>, Vec<u8>) {
+        (
+            Arc::from("ewma(price,0.5)@symbol"),
+            key.as_bytes().to_vec(),
+            vec![value],
+        )
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let m = StateMeta {
+            state_no: 7,
+            keys: 3,
+            bytes: 99,
+            info: info(1),
+        };
+        assert_eq!(StateMeta::decode(&m.encode()).unwrap(), m);
+        let p = PipelineMeta {
+            commits: 4,
+            last_commit_micros: Some(-5),
+            last_commit_tag: Some("t".into()),
+            in_flight: Some(9),
+        };
+        assert_eq!(PipelineMeta::decode(&p.encode()).unwrap(), p);
+        assert!(PipelineMeta::decode(&p.encode()[..5]).is_err());
+    }
+
+    #[test]
+    fn staged_updates_roll_back_and_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let settings = FintechConfig::default();
+        let store = RocksStore::open(path.to_str().unwrap(), &settings).unwrap();
+        let a = store.begin("p").unwrap();
+        store
+            .commit(
+                "p",
+                a,
+                Commit {
+                    tag: Some("t1".into()),
+                    states: vec![info(1)],
+                    puts: vec![put("x", 1)],
+                },
+            )
+            .unwrap();
+
+        // Stage over x and a new y, then roll back: x is 1 again, y is gone.
+        let b = store.begin("p").unwrap();
+        store
+            .stage("p", b, &[info(1)], vec![put("x", 2), put("y", 2)])
+            .unwrap();
+        store.stage("p", b, &[info(1)], vec![put("x", 3)]).unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        assert_eq!(
+            store.get_many("p", id, &[b"x", b"y"]).unwrap(),
+            vec![Some(vec![3]), Some(vec![2])]
+        );
+        store.rollback("p", b).unwrap();
+        assert_eq!(
+            store.get_many("p", id, &[b"x", b"y"]).unwrap(),
+            vec![Some(vec![1]), None]
+        );
+        assert!(store.scan_prefix(&[UNDO]).unwrap().is_empty());
+
+        // A staged attempt left in flight (a crash) is rolled back by the next begin.
+        let c = store.begin("p").unwrap();
+        store.stage("p", c, &[info(1)], vec![put("x", 4)]).unwrap();
+        let d = store.begin("p").unwrap();
+        assert_eq!(
+            store.get_many("p", id, &[b"x"]).unwrap(),
+            vec![Some(vec![1])]
+        );
+
+        // Staged and final writes commit together, with exact counts.
+        store
+            .stage("p", d, &[info(1)], vec![put("y", 5), put("z", 5)])
+            .unwrap();
+        store
+            .commit(
+                "p",
+                d,
+                Commit {
+                    tag: Some("t2".into()),
+                    states: vec![info(1)],
+                    puts: vec![put("x", 6)],
+                },
+            )
+            .unwrap();
+        let s = &store.states("p").unwrap()[0];
+        assert_eq!((s.keys, s.bytes), (3, 6));
+        assert_eq!(store.pipeline("p").unwrap().unwrap().commits, 2);
+        assert!(
+            store
+                .commit(
+                    "p",
+                    99,
+                    Commit {
+                        tag: Some("t2".into()),
+                        ..Default::default()
+                    }
+                )
+                .is_err()
+        );
+
+        // A different encoding version is refused, nothing changes.
+        let e = store.begin("p").unwrap();
+        let err = store
+            .commit(
+                "p",
+                e,
+                Commit {
+                    tag: None,
+                    states: vec![info(2)],
+                    puts: vec![put("x", 7)],
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("encoding version 1 but this build writes version 2"),
+            "{err}"
+        );
+        assert_eq!(
+            store.get_many("p", id, &[b"x"]).unwrap(),
+            vec![Some(vec![6])]
+        );
+    }
+
+    #[test]
+    fn buckets_are_stable() {
+        // Changing the hash would scatter stored keys: pin it.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(&data_key(1, b"a")[..5], &[DATA, 0, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,418 @@
+//! The RocksDB backend: continuation through staged (evicted) state, commit on success,
+//! crash safety under SIGKILL, and clear errors for a directory that is in use, foreign or
+//! damaged.
+#![cfg(feature = "rocksdb")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::*;
+use datafusion::prelude::SessionContext;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+async fn rocks_context(partitions: usize, dir: &Path, working_set: usize) -> SessionContext {
+    let ctx = context(partitions);
+    for s in [
+        "SET fintech.state_backend = 'rocksdb'".to_string(),
+        format!("SET fintech.state_path = '{}'", dir.display()),
+        format!("SET fintech.working_set_bytes = {working_set}"),
+    ] {
+        sql(&ctx, &s).await.unwrap();
+    }
+    ctx
+}
+
+/// Batch by batch on RocksDB, with a working set so small that every batch stages its
+/// state, gives the rows of one query over everything, bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_through_staged_state() {
+    for seed in 0..3u64 {
+        let partitions = [1, 4, 2][seed as usize];
+        let data = random_ticks(seed, 4_000, 29);
+        let whole_ctx = context(partitions);
+        register_trades(&whole_ctx, data.clone()).unwrap();
+        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = rocks_context(partitions, &dir.path().join("state"), 1).await;
+        sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut cuts: Vec<usize> = (0..6).map(|_| rng.random_range(0..4_000)).collect();
+        cuts.sort();
+        let mut out = Vec::new();
+        for part in split(&data, &cuts) {
+            // Small input batches, so that eviction happens inside each query.
+            let parts: Vec<_> = (0..part.num_rows())
+                .step_by(97)
+                .map(|i| part.slice(i, 97.min(part.num_rows() - i)))
+                .collect();
+            let _ = ctx.deregister_table("trades").unwrap();
+            let table = datafusion::datasource::MemTable::try_new(part.schema(), vec![parts])
+                .unwrap()
+                .with_sort_order(vec![vec![datafusion::logical_expr::SortExpr::new(
+                    datafusion::logical_expr::col("ts"),
+                    true,
+                    false,
+                )]]);
+            ctx.register_table("trades", std::sync::Arc::new(table))
+                .unwrap();
+            out.extend(sql(&ctx, ALL_KERNELS_QUERY).await.unwrap());
+        }
+        assert_eq!(rows_by_seq(&out), whole, "seed {seed}");
+        let evicted = table_text(
+            &sql(&ctx, "EXPLAIN ANALYZE SELECT ewma(price, 0.5) OVER (PARTITION BY symbol ORDER BY ts) FROM trades")
+                .await
+                .unwrap(),
+        )
+        .join("\n");
+        assert!(
+            !evicted.contains("evictions=0,"),
+            "no eviction happened: {evicted}"
+        );
+    }
+}
+
+/// A query that fails after staging leaves the pipeline exactly as it was.
+#[tokio::test]
+async fn failed_query_after_staging_commits_nothing() {
+    let data = random_ticks(21, 3_000, 31);
+    let parts = split(&data, &[1_500]);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = rocks_context(2, &dir.path().join("state"), 1).await;
+    sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+    sql(&ctx, "SET fintech.late_rows = 'error'").await.unwrap();
+    register_trades(&ctx, parts[0].clone()).unwrap();
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    let dump = "SELECT * FROM fintech_state('p', 'rolling_std(price,5)@symbol') ORDER BY symbol";
+    let states = "SELECT state_id, keys, bytes FROM fintech_states('p') ORDER BY state_id";
+    let before = (
+        table_text(&sql(&ctx, dump).await.unwrap()),
+        table_text(&sql(&ctx, states).await.unwrap()),
+    );
+    // The late row comes last: the query has staged most of its updates by then.
+    let bad = datafusion::arrow::compute::concat_batches(
+        &parts[1].schema(),
+        &[parts[1].clone(), data.slice(0, 1)],
+    )
+    .unwrap();
+    let batches: Vec<_> = (0..bad.num_rows())
+        .step_by(64)
+        .map(|i| bad.slice(i, 64.min(bad.num_rows() - i)))
+        .collect();
+    let _ = ctx.deregister_table("trades").unwrap();
+    let table = datafusion::datasource::MemTable::try_new(bad.schema(), vec![batches])
+        .unwrap()
+        .with_sort_order(vec![vec![datafusion::logical_expr::SortExpr::new(
+            datafusion::logical_expr::col("ts"),
+            true,
+            false,
+        )]]);
+    ctx.register_table("trades", std::sync::Arc::new(table))
+        .unwrap();
+    let err = sql(&ctx, ALL_KERNELS_QUERY).await.unwrap_err().to_string();
+    assert!(err.contains("late row"), "{err}");
+    let after = (
+        table_text(&sql(&ctx, dump).await.unwrap()),
+        table_text(&sql(&ctx, states).await.unwrap()),
+    );
+    assert_eq!(before, after);
+}
+
+// ---- child processes ---------------------------------------------------------------------
+
+const KERNELS: &str = "ewma(price, 0.06) OVER w AS ewma, rolling_mean(price, 20) OVER w AS mean20,
+    rolling_std(price, 20) OVER w AS std20, vwap(price, qty) OVER w AS vwap,
+    log_return(price) OVER w AS ret, ofi(bid_px, bid_sz, ask_px, ask_sz) OVER w AS ofi";
+const STATES: &[&str] = &[
+    "ewma(price,0.06)@symbol",
+    "rolling_mean(price,20)@symbol",
+    "rolling_std(price,20)@symbol",
+    "vwap(price,qty)@symbol",
+    "log_return(price)@symbol",
+    "ofi(bid_px,bid_sz,ask_px,ask_sz)@symbol",
+];
+
+fn fintech_sql(script: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_fintech-sql"))
+        .args(["-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn settings(state: &Path) -> String {
+    format!(
+        "SET fintech.state_backend = 'rocksdb'; SET fintech.state_path = '{}';
+         SET fintech.pipeline = 'crash'; SET fintech.working_set_bytes = 200000;",
+        state.display()
+    )
+}
+
+/// The script that processes batches `from..to`, each committed with its tag, each writing
+/// its output rows to out_<i>.csv.
+fn consumer_script(dir: &Path, state: &Path, from: usize, to: usize) -> String {
+    let mut s = settings(state);
+    for i in from..to {
+        s.push_str(&format!(
+            "CREATE EXTERNAL TABLE b{i} (seq BIGINT, ts BIGINT, symbol VARCHAR, price DOUBLE,
+               qty DOUBLE, bid_px DOUBLE, bid_sz DOUBLE, ask_px DOUBLE, ask_sz DOUBLE)
+             STORED AS CSV LOCATION '{d}/batch_{i}.csv' OPTIONS ('format.has_header' 'true')
+             WITH ORDER (ts);
+             SET fintech.commit_tag = 'batch-{i}';
+             COPY (SELECT seq, {KERNELS} FROM b{i} WINDOW w AS (PARTITION BY symbol ORDER BY ts)
+                   ORDER BY seq) TO '{d}/out_{i}.csv' STORED AS CSV;\n",
+            d = dir.display()
+        ));
+    }
+    s
+}
+
+fn run_to_end(script: &str) -> String {
+    let out = fintech_sql(script).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn last_committed(state: &Path) -> Option<usize> {
+    let out = run_to_end(&format!(
+        "{} SELECT last_commit_tag FROM fintech_pipelines();",
+        settings(state)
+    ));
+    out.lines()
+        .find_map(|l| l.split("batch-").nth(1))
+        .map(|rest| {
+            rest.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap()
+        })
+}
+
+fn dump_state(state: &Path) -> String {
+    let mut s = settings(state);
+    s.push_str("SELECT pipeline, commits, last_commit_tag FROM fintech_pipelines();");
+    s.push_str("SELECT state_id, keys, bytes FROM fintech_states('crash') ORDER BY state_id;");
+    for id in STATES {
+        s.push_str(&format!(
+            "SELECT * FROM fintech_state('crash', '{id}') ORDER BY symbol;"
+        ));
+    }
+    run_to_end(&s)
+}
+
+fn write_batches(dir: &Path, batches: usize, rows: usize) {
+    let data = random_ticks(77, batches * rows, 400);
+    for i in 0..batches {
+        let file = std::fs::File::create(dir.join(format!("batch_{i}.csv"))).unwrap();
+        let mut w = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(file);
+        w.write(&data.slice(i * rows, rows)).unwrap();
+    }
+}
+
+/// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and
+/// end with exactly the state and outputs of an uninterrupted run.
+#[test]
+fn sigkill_at_random_points_then_resume() {
+    const BATCHES: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_batches(&data_dir, BATCHES, 6_000);
+
+    // The uninterrupted run.
+    let clean_dir = dir.path().join("clean");
+    std::fs::create_dir(&clean_dir).unwrap();
+    for i in 0..BATCHES {
+        std::fs::copy(
+            data_dir.join(format!("batch_{i}.csv")),
+            clean_dir.join(format!("batch_{i}.csv")),
+        )
+        .unwrap();
+    }
+    let clean_state = dir.path().join("clean_state");
+    let start = Instant::now();
+    run_to_end(&consumer_script(&clean_dir, &clean_state, 0, BATCHES));
+    let full = start.elapsed();
+    let expected_state = dump_state(&clean_state);
+    assert!(expected_state.contains("batch-9"));
+
+    let mut killed_running = 0;
+    for seed in 0..3u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let run_dir = dir.path().join(format!("run{seed}"));
+        std::fs::create_dir(&run_dir).unwrap();
+        for i in 0..BATCHES {
+            std::fs::copy(
+                data_dir.join(format!("batch_{i}.csv")),
+                run_dir.join(format!("batch_{i}.csv")),
+            )
+            .unwrap();
+        }
+        let state = run_dir.join("state");
+        let mut kills = 0;
+        let mut resumed_from = BTreeMap::new();
+        let mut final_from = None;
+        loop {
+            let from = last_committed(&state).map_or(0, |b| b + 1);
+            if from == BATCHES {
+                break;
+            }
+            let mut child = fintech_sql(&consumer_script(&run_dir, &state, from, BATCHES));
+            if kills < 2 {
+                let delay = full.mul_f64(rng.random_range(0.05..0.6));
+                std::thread::sleep(delay);
+                if child.try_wait().unwrap().is_none() {
+                    killed_running += 1;
+                }
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                resumed_from.insert(kills, from);
+            } else {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                final_from = Some(from);
+            }
+        }
+        assert_eq!(
+            dump_state(&state),
+            expected_state,
+            "seed {seed}, resumed at {resumed_from:?}"
+        );
+        // Every batch the last, unkilled consumer processed wrote the same rows. (Outputs of
+        // killed consumers may be cut short after their commit: files are not transactional.)
+        for i in final_from.unwrap_or(BATCHES)..BATCHES {
+            let a = std::fs::read_to_string(clean_dir.join(format!("out_{i}.csv"))).unwrap();
+            let b = std::fs::read_to_string(run_dir.join(format!("out_{i}.csv"))).unwrap();
+            assert_eq!(a, b, "seed {seed}: output of batch {i}");
+        }
+        eprintln!("seed {seed}: killed at batches {resumed_from:?}, finished from {final_from:?}");
+    }
+    assert!(
+        killed_running >= 3,
+        "only {killed_running} kills hit a running consumer"
+    );
+}
+
+/// A second process cannot open a state directory that is in use.
+#[tokio::test]
+async fn second_process_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ctx = rocks_context(1, &state, 1 << 20).await;
+    sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+    register_trades(&ctx, random_ticks(1, 100, 5)).unwrap();
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+
+    let out = fintech_sql(&format!(
+        "SET fintech.state_backend = 'rocksdb'; SET fintech.state_path = '{}';
+         SELECT * FROM fintech_pipelines();",
+        state.display()
+    ))
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another process"), "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+}
+
+fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn open_error(dir: &Path) -> String {
+    let ctx = rocks_context(1, dir, 1 << 20).await;
+    sql(&ctx, "SELECT * FROM fintech_pipelines()")
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+/// A foreign, damaged or wrong-layout directory is refused and left as it was.
+#[tokio::test]
+async fn foreign_and_damaged_directories_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "not a database").unwrap();
+    let before = snapshot_dir(&foreign);
+    let err = open_error(&foreign).await;
+    assert!(
+        err.contains("is not a datafusion-fintech state directory"),
+        "{err}"
+    );
+    assert_eq!(snapshot_dir(&foreign), before);
+
+    let other_db = dir.path().join("other_db");
+    {
+        let db = rocksdb::DB::open_default(&other_db).unwrap();
+        db.put(b"k", b"v").unwrap();
+    }
+    let before = snapshot_dir(&other_db);
+    let err = open_error(&other_db).await;
+    assert!(
+        err.contains("RocksDB database that datafusion-fintech did not write"),
+        "{err}"
+    );
+    assert_eq!(snapshot_dir(&other_db), before);
+
+    let damaged = dir.path().join("damaged");
+    {
+        let ctx = rocks_context(1, &damaged, 1 << 20).await;
+        sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+        register_trades(&ctx, random_ticks(2, 100, 5)).unwrap();
+        sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    }
+    // Point CURRENT at a manifest that is not there.
+    std::fs::write(damaged.join("CURRENT"), "MANIFEST-999999\n").unwrap();
+    let before = snapshot_dir(&damaged);
+    let err = open_error(&damaged).await;
+    assert!(err.contains(&damaged.display().to_string()), "{err}");
+    assert_eq!(snapshot_dir(&damaged), before);
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    assert!(open_error(&file).await.contains("is a file"));
+}
+
+/// State written by one process is read back by the next, exactly.
+#[test]
+fn state_survives_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    write_batches(&data_dir, 2, 500);
+    run_to_end(&consumer_script(&data_dir, &state, 0, 1));
+    let after_first = dump_state(&state);
+    assert!(after_first.contains("batch-0"));
+    assert_eq!(dump_state(&state), after_first, "reading changes nothing");
+    run_to_end(&consumer_script(&data_dir, &state, 1, 2));
+    assert!(dump_state(&state).contains("batch-1"));
+}
