@@ -11,7 +11,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use datafusion::common::HashMap;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{SortExpr, col};
@@ -103,14 +103,29 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn context(batches: &[RecordBatch]) -> SessionContext {
+fn context() -> SessionContext {
     let ctx = SessionContext::new_with_config(SessionConfig::new());
     datafusion_fintech::register_all(&ctx).unwrap();
-    let table = MemTable::try_new(batches[0].schema(), vec![batches.to_vec()])
+    ctx
+}
+
+/// Registers `batches` as `trades` (declared ordered by ts), with ts moved `shift` later.
+fn register_trades(ctx: &SessionContext, batches: &[RecordBatch], shift: i64) {
+    let shifted: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let ts = b.column(0).as_primitive::<Int64Type>();
+            let ts: Int64Array = ts.unary(|t| t + shift);
+            let mut cols = b.columns().to_vec();
+            cols[0] = Arc::new(ts);
+            RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect();
+    let table = MemTable::try_new(batches[0].schema(), vec![shifted])
         .unwrap()
         .with_sort_order(vec![vec![SortExpr::new(col("ts"), true, false)]]);
+    let _ = ctx.deregister_table("trades").unwrap();
     ctx.register_table("trades", Arc::new(table)).unwrap();
-    ctx
 }
 
 const EWMA: &str =
@@ -143,14 +158,13 @@ fn operator_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Runs `sql` `runs` times, each on fresh state; with a pipeline, twice per run and the second
-/// query (which loads every key) is timed. Returns the best rows/s and the store time per key
+/// Runs `sql` `runs` times, each on fresh state, twice per run; the second query is timed. Returns the best rows/s and the store time per key
 /// loaded or stored, in ns.
 async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize) -> (f64, f64) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut best = (0.0f64, f64::NAN);
     for run in 0..runs {
-        let ctx = context(batches);
+        let ctx = context();
         let dir = tempfile::tempdir().unwrap();
         let mut settings = vec![];
         if state != State::PerQuery {
@@ -166,8 +180,12 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
         for s in settings {
             ctx.sql(&s).await.unwrap().collect().await.unwrap();
         }
-        let passes = if state == State::PerQuery { 1 } else { 2 };
+        // The second query is timed: it runs on a warm context and, with a pipeline, loads
+        // every key the first one stored.
+        let passes = 2;
         for pass in 0..passes {
+            // The second pass continues in time: its rows are new, not late.
+            register_trades(&ctx, batches, pass as i64 * rows as i64);
             let plan = ctx
                 .sql(sql)
                 .await
@@ -187,7 +205,12 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
                 let keys =
                     operator_metric(&plan, "keys_loaded") + operator_metric(&plan, "keys_stored");
                 let store_ns = operator_metric(&plan, "store_time") as f64;
-                best = (rows as f64 / secs, store_ns / keys.max(1) as f64);
+                let per_key = if keys == 0 {
+                    f64::NAN
+                } else {
+                    store_ns / keys as f64
+                };
+                best = (rows as f64 / secs, per_key);
             }
         }
     }

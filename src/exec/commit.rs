@@ -67,8 +67,9 @@ impl QueryRun {
                 if let Some(stored) = store.state_info(&config.pipeline, &info.state_id)? {
                     if let Some(why) = stored.mismatch(info) {
                         return Err(DataFusionError::Plan(format!(
-                            "pipeline '{}': {why}",
-                            config.pipeline
+                            "pipeline '{}' in {}: {why}",
+                            config.pipeline,
+                            store.location()
                         )));
                     }
                 }

@@ -299,8 +299,9 @@ impl ExecutionPlan for KeyedStateExec {
                     + self
                         .calls
                         .iter()
-                        .map(|c| c.kernel.state_size_hint())
+                        .map(|c| c.kernel.base_size())
                         .sum::<usize>(),
+                growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
                 index: HashMap::default(),
                 slots: Vec::new(),
                 run,
@@ -343,8 +344,10 @@ struct Folder {
     key_types: Vec<KeyType>,
     order_by: Arc<dyn PhysicalExpr>,
     late_rows: LateRows,
-    /// Estimated memory of one key's states, besides the key.
+    /// Estimated memory of one new key's states, besides the key.
     slot_size_hint: usize,
+    /// Upper bound of how much one row grows its key's states.
+    growth_per_row: usize,
     /// Encoded key -> index into `slots`.
     index: HashMap<Box<[u8]>, u32>,
     slots: Vec<Slot>,
@@ -466,6 +469,7 @@ impl Folder {
             }
         }
         self.metrics.late_rows.add(late);
+        self.cached_bytes += n * self.growth_per_row;
 
         let mut columns = batch.columns().to_vec();
         columns.extend(outputs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
@@ -504,10 +508,11 @@ impl Folder {
             for call in &self.calls {
                 let records = p.store.get_many(&p.name, &call.info.state_id, &key_refs)?;
                 let found: Vec<_> = records.iter().flatten().collect();
+                let bytes: usize = found.iter().map(|r| r.len()).sum();
                 self.metrics.keys_loaded.add(found.len());
-                self.metrics
-                    .bytes_loaded
-                    .add(found.iter().map(|r| r.len()).sum());
+                self.metrics.bytes_loaded.add(bytes);
+                // Decoded states take about as much memory as their encoding.
+                self.cached_bytes += bytes;
                 loaded.push(records);
             }
         }

@@ -149,12 +149,20 @@ impl Kernel {
         1
     }
 
-    /// Roughly the memory one key's state takes once warm, for working-set accounting.
-    pub fn state_size_hint(&self) -> usize {
+    /// Roughly the memory of a new state, for working-set accounting.
+    pub fn base_size(&self) -> usize {
         match self {
-            Kernel::RollingMean { n } | Kernel::RollingStd { n } => 48 + 8 * n,
             Kernel::Ofi => 48,
+            Kernel::RollingMean { .. } | Kernel::RollingStd { .. } => 48,
             _ => 24,
+        }
+    }
+
+    /// At most how much a state grows per row applied (a rolling window until it is full).
+    pub fn growth_per_row(&self) -> usize {
+        match self {
+            Kernel::RollingMean { .. } | Kernel::RollingStd { .. } => 16,
+            _ => 0,
         }
     }
 

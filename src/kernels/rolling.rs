@@ -1,11 +1,9 @@
 //! Rolling mean and sample standard deviation (ddof = 1) over the key's last `n` values.
 //!
-//! The state is the window itself (a ring buffer), and every output is computed from the
+//! The state is the window itself (a sliding buffer), and every output is computed from the
 //! window alone, two-pass, with a summation order fixed by the values' positions in the
 //! window. So an output never depends on rows that left the window, and state that was stored
 //! and reloaded gives bit-identical results.
-
-use std::collections::VecDeque;
 
 use super::{KernelDef, KernelError, KernelResult, Reader, StateFieldType, StateValue, put_f64};
 
@@ -41,48 +39,74 @@ pub fn validate_window(name: &str, n: f64) -> KernelResult<usize> {
     Ok(n as usize)
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RollingState {
     n: usize,
-    /// The last (up to) n values, oldest first.
-    window: VecDeque<f64>,
+    /// The window is `buf[start..]`, oldest first, at most `n` values. The buffer grows to
+    /// `2n` before the window is moved back to the front, so the window is always one
+    /// contiguous slice and a push costs O(1) amortized.
+    buf: Vec<f64>,
+    start: usize,
+}
+
+impl PartialEq for RollingState {
+    fn eq(&self, other: &Self) -> bool {
+        self.n == other.n && self.window() == other.window()
+    }
+}
+
+/// Sum of `f(x)` over `xs` in four accumulators: element `i` always goes to accumulator
+/// `i % 4`, so the result depends only on the values and their order, and the four dependency
+/// chains run in parallel.
+#[inline]
+fn sum4(xs: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = xs.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        acc[0] += f(c[0]);
+        acc[1] += f(c[1]);
+        acc[2] += f(c[2]);
+        acc[3] += f(c[3]);
+    }
+    for (a, x) in acc.iter_mut().zip(rest) {
+        *a += f(*x);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 impl RollingState {
     pub fn new(n: usize) -> Self {
         Self {
             n,
-            window: VecDeque::with_capacity(n),
+            // Grows with the window: a key seen once costs one value, not 2n.
+            buf: Vec::new(),
+            start: 0,
         }
+    }
+
+    /// The last (up to) n values, oldest first.
+    #[inline]
+    pub fn window(&self) -> &[f64] {
+        &self.buf[self.start..]
     }
 
     #[inline]
     fn push(&mut self, x: f64) -> bool {
-        if self.window.len() == self.n {
-            self.window.pop_front();
+        if self.buf.len() - self.start == self.n {
+            self.start += 1;
         }
-        self.window.push_back(x);
-        self.window.len() == self.n
-    }
-
-    /// Sum of `f(x)` over the window in four interleaved accumulators: element `i` (oldest
-    /// first) always goes to accumulator `i % 4`, so the result depends only on the values,
-    /// never on where the ring buffer wraps, and the four dependency chains run in parallel.
-    #[inline]
-    fn sum_by(&self, f: impl Fn(f64) -> f64) -> f64 {
-        let mut acc = [0.0f64; 4];
-        let mut i = 0usize;
-        let (a, b) = self.window.as_slices();
-        for x in a.iter().chain(b) {
-            acc[i & 3] += f(*x);
-            i += 1;
+        if self.buf.len() == 2 * self.n {
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
-        (acc[0] + acc[1]) + (acc[2] + acc[3])
+        self.buf.push(x);
+        self.buf.len() - self.start == self.n
     }
 
     #[inline]
     fn mean(&self) -> f64 {
-        self.sum_by(|x| x) / self.n as f64
+        sum4(self.window(), |x| x) / self.n as f64
     }
 
     #[inline]
@@ -96,13 +120,14 @@ impl RollingState {
             return None;
         }
         let m = self.mean();
-        let ss = self.sum_by(|v| (v - m) * (v - m));
+        let ss = sum4(self.window(), |v| (v - m) * (v - m));
         Some((ss / (self.n as f64 - 1.0)).sqrt())
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.window.len() as u32).to_le_bytes());
-        for v in &self.window {
+        let window = self.window();
+        out.extend_from_slice(&(window.len() as u32).to_le_bytes());
+        for v in window {
             put_f64(out, *v);
         }
     }
@@ -116,15 +141,13 @@ impl RollingState {
         }
         let mut s = Self::new(n);
         for _ in 0..len {
-            s.window.push_back(r.f64()?);
+            s.buf.push(r.f64()?);
         }
         Ok(s)
     }
 
     pub fn values(&self) -> Vec<StateValue> {
-        vec![StateValue::Float64List(
-            self.window.iter().copied().collect(),
-        )]
+        vec![StateValue::Float64List(self.window().to_vec())]
     }
 }
 
@@ -198,13 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn result_does_not_depend_on_where_the_ring_wraps() {
+    fn result_does_not_depend_on_where_the_buffer_stands() {
         let xs: Vec<f64> = (0..37).map(|i| 100.0 + (i as f64 * 0.37).sin()).collect();
         let mut a = RollingState::new(9);
         for x in &xs {
             a.update_std(*x);
         }
-        // A state decoded from bytes has its window unwrapped: same outputs, bit for bit.
+        // A state decoded from bytes has its window at the buffer's front: same outputs.
         let mut bytes = Vec::new();
         a.encode(&mut bytes);
         let mut b = RollingState::decode(9, &mut crate::kernels::Reader::new(&bytes)).unwrap();

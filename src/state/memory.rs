@@ -1,6 +1,5 @@
 //! The in-memory backend: state lives as long as the registration that opened it.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,8 +23,8 @@ struct PipelineData {
 #[derive(Debug)]
 struct StateData {
     info: StateInfo,
-    /// Encoded key -> encoded record, ordered so that scans are deterministic.
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Encoded key -> encoded record.
+    entries: HashMap<Vec<u8>, Vec<u8>>,
     bytes: u64,
 }
 
@@ -119,7 +118,8 @@ impl StateStore for MemoryStore {
 
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let p = self.pipelines.read().map_err(|_| poisoned())?;
-        Ok(p.get(pipeline)
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = p
+            .get(pipeline)
             .and_then(|d| d.states.get(state_id))
             .map(|s| {
                 s.entries
@@ -127,7 +127,10 @@ impl StateStore for MemoryStore {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // Key order, so that scans are deterministic.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
     }
 
     fn commit(&self, pipeline: &str, _attempt: u64, commit: Commit) -> Result<()> {
@@ -161,7 +164,7 @@ impl StateStore for MemoryStore {
                 .entry(Arc::from(info.state_id.as_str()))
                 .or_insert_with(|| StateData {
                     info,
-                    entries: BTreeMap::new(),
+                    entries: HashMap::default(),
                     bytes: 0,
                 });
         }

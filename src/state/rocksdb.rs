@@ -460,7 +460,10 @@ impl RocksStore {
         opts.set_max_open_files(512);
         let db = DB::open(&opts, &path).map_err(|e| db_error(&path, "open", e))?;
         if !existing {
-            db.put(meta_key("format"), FORMAT)
+            // Synced: a directory we created must never be left without its marker.
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            db.put_opt(meta_key("format"), FORMAT, &sync)
                 .map_err(|e| db_error(&path, "write", e))?;
         }
         let get = |k: &str| db.get(meta_key(k)).map_err(|e| db_error(&path, "read", e));
