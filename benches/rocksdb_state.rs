@@ -154,6 +154,10 @@ async fn main() {
         "SET fintech.state_backend = 'rocksdb'".to_string(),
         format!("SET fintech.state_path = '{}'", dir.display()),
         "SET fintech.pipeline = 'big'".to_string(),
+        format!(
+            "SET fintech.working_set_bytes = {}",
+            env_usize("FINTECH_BENCH_WORKING_SET", 128 << 20)
+        ),
     ] {
         ctx.sql(&s).await.unwrap().collect().await.unwrap();
     }

@@ -36,6 +36,9 @@ use crate::kernels::{Kernel, KernelState};
 use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
 use crate::state::{KeyType, StateInfo, StoreRegistry};
 
+/// Encoded bytes an eviction stages per store call.
+const EVICTION_CHUNK_BYTES: usize = 4 << 20;
+
 /// One kernel call of the window clause.
 #[derive(Debug, Clone)]
 pub struct KernelCall {
@@ -295,12 +298,8 @@ impl ExecutionPlan for KeyedStateExec {
                 key_types: self.key_types.clone(),
                 order_by: Arc::clone(&self.order_by),
                 late_rows: config.late_rows,
-                slot_size_hint: 64
-                    + self
-                        .calls
-                        .iter()
-                        .map(|c| c.kernel.base_size())
-                        .sum::<usize>(),
+                // Index entry, slot and per-state bookkeeping.
+                slot_size_hint: 64 + 48 * self.calls.len(),
                 growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
                 index: HashMap::default(),
                 slots: Vec::new(),
@@ -344,7 +343,7 @@ struct Folder {
     key_types: Vec<KeyType>,
     order_by: Arc<dyn PhysicalExpr>,
     late_rows: LateRows,
-    /// Estimated memory of one new key's states, besides the key.
+    /// Estimated memory of a key's index entry and slot, besides the key and the states.
     slot_size_hint: usize,
     /// Upper bound of how much one row grows its key's states.
     growth_per_row: usize,
@@ -483,9 +482,11 @@ impl Folder {
     /// Stages every dirty state in the store and forgets all cached keys; a key seen again
     /// is loaded again (the store returns what was staged).
     fn evict(&mut self) -> Result<()> {
-        let puts = self.dirty_puts();
-        let _timer = self.metrics.store_time.timer();
-        self.run.stage(puts)?;
+        let store_time = self.metrics.store_time.clone();
+        let _timer = store_time.timer();
+        // In chunks: what an eviction holds in flight stays small next to the working set.
+        let run = Arc::clone(&self.run);
+        self.dirty_puts(EVICTION_CHUNK_BYTES, &mut |puts| run.stage(puts))?;
         self.metrics.evictions.add(1);
         self.index.clear();
         self.slots.clear();
@@ -511,8 +512,6 @@ impl Folder {
                 let bytes: usize = found.iter().map(|r| r.len()).sum();
                 self.metrics.keys_loaded.add(found.len());
                 self.metrics.bytes_loaded.add(bytes);
-                // Decoded states take about as much memory as their encoding.
-                self.cached_bytes += bytes;
                 loaded.push(records);
             }
         }
@@ -531,24 +530,29 @@ impl Folder {
                     }
                     None => (RecordHeader::default(), call.kernel.new_state()),
                 };
+                self.cached_bytes += call.kernel.heap_size(&state.1);
                 slot.states.push(state);
             }
         }
         Ok(())
     }
 
-    /// The dirty states of every cached key, encoded as (state id, key, record).
-    fn dirty_puts(&mut self) -> Vec<(Arc<str>, Vec<u8>, Vec<u8>)> {
-        let mut puts = Vec::new();
+    /// The dirty states of every cached key, encoded as (state id, key, record), handed to
+    /// `sink` in chunks of about `chunk_bytes`.
+    fn dirty_puts(
+        &mut self,
+        chunk_bytes: usize,
+        sink: &mut dyn FnMut(Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()>,
+    ) -> Result<()> {
         if self.run.pipeline.is_none() {
-            return puts;
+            return Ok(());
         }
         let ids: Vec<Arc<str>> = self
             .calls
             .iter()
             .map(|c| Arc::from(c.info.state_id.as_str()))
             .collect();
-        let mut bytes = 0usize;
+        let (mut puts, mut chunk, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize, 0usize);
         for (key, &s) in &self.index {
             let slot = &self.slots[s as usize];
             if !slot.dirty {
@@ -562,22 +566,36 @@ impl Folder {
                 let mut record = Vec::with_capacity(32);
                 encode_record(header, &mut record);
                 call.kernel.encode(state, &mut record);
-                bytes += key.len() + record.len();
+                chunk += key.len() + record.len();
                 puts.push((Arc::clone(id), key.to_vec(), record));
             }
+            if chunk >= chunk_bytes {
+                keys += puts.len();
+                bytes += chunk;
+                sink(std::mem::take(&mut puts))?;
+                chunk = 0;
+            }
         }
-        self.metrics.keys_stored.add(puts.len());
+        keys += puts.len();
+        bytes += chunk;
+        if !puts.is_empty() {
+            sink(puts)?;
+        }
+        self.metrics.keys_stored.add(keys);
         self.metrics.bytes_stored.add(bytes);
-        puts
+        Ok(())
     }
 
     /// Hands the dirty states to the run, which commits when every partition is done.
     fn finish(&mut self) -> Result<()> {
-        let puts = if self.run.commits() {
-            self.dirty_puts()
-        } else {
-            Vec::new()
-        };
+        // The final updates go into the commit itself, all at once.
+        let mut puts = Vec::new();
+        if self.run.commits() {
+            self.dirty_puts(usize::MAX, &mut |chunk| {
+                puts.extend(chunk);
+                Ok(())
+            })?;
+        }
         let _timer = self.metrics.store_time.timer();
         self.run.finish_partition(puts)
     }

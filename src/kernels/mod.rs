@@ -149,19 +149,19 @@ impl Kernel {
         1
     }
 
-    /// Roughly the memory of a new state, for working-set accounting.
-    pub fn base_size(&self) -> usize {
-        match self {
-            Kernel::Ofi => 48,
-            Kernel::RollingMean { .. } | Kernel::RollingStd { .. } => 48,
-            _ => 24,
+    /// Heap memory a state holds (for working-set accounting).
+    pub fn heap_size(&self, state: &KernelState) -> usize {
+        match state {
+            KernelState::Rolling(s) => s.heap_size(),
+            _ => 0,
         }
     }
 
-    /// At most how much a state grows per row applied (a rolling window until it is full).
+    /// At most how much a state's heap grows per row applied, amortized (a rolling window's
+    /// buffer until it reaches its final size).
     pub fn growth_per_row(&self) -> usize {
         match self {
-            Kernel::RollingMean { .. } | Kernel::RollingStd { .. } => 16,
+            Kernel::RollingMean { .. } | Kernel::RollingStd { .. } => 24,
             _ => 0,
         }
     }

@@ -85,6 +85,10 @@ impl RollingState {
         }
     }
 
+    pub fn heap_size(&self) -> usize {
+        self.buf.capacity() * 8
+    }
+
     /// The last (up to) n values, oldest first.
     #[inline]
     pub fn window(&self) -> &[f64] {

@@ -8,7 +8,7 @@
 //! 00 "next_state" / 00 "next_attempt"       counters
 //! 01 pipeline                               pipeline meta: commits, last commit, tag, in-flight attempt
 //! 02 pipeline 00 state_id                   state meta: state number, keys, bytes, StateInfo
-//! 03 state_no:u32 bucket:u16 key            record of one key (bucket = FNV-1a(key) mod 4096)
+//! 03 state_no:u32 bucket:u16 key            attempt:u64 + record of one key (bucket = FNV-1a(key) mod 4096)
 //! 04 attempt:u64 len:u32 datakey seq:u64    undo entry: the value datakey had before the attempt
 //! ```
 //!
@@ -592,15 +592,17 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Writes `puts` into `batch` and returns per state number the change in keys and bytes;
-    /// with `undo`, each write also records the value it replaces.
+    /// Writes `puts` of `attempt` into `batch` and returns per state number the change in keys
+    /// and bytes; with `undo`, the first write of a key in the attempt also records the value
+    /// it replaces.
     fn write_puts(
         &self,
         w: &mut Writer,
         batch: &mut WriteBatch,
         metas: &HashMap<String, StateMeta>,
         puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
-        undo: Option<u64>,
+        attempt: u64,
+        undo: bool,
     ) -> Result<HashMap<u32, (i64, i64)>> {
         let mut keys = Vec::with_capacity(puts.len());
         for (state_id, key, _) in &puts {
@@ -618,30 +620,57 @@ impl RocksStore {
             let state_no = metas[state_id.as_ref()].state_no;
             let d = deltas.entry(state_no).or_default();
             let new_bytes = (key.len() + record.len()) as i64;
-            match &prev {
+            let prev_record = prev.as_deref().map(|v| self.unwrap_value(v)).transpose()?;
+            match prev_record {
                 None => {
                     d.0 += 1;
                     d.1 += new_bytes;
                 }
-                Some(old) => d.1 += new_bytes - (key.len() + old.len()) as i64,
+                Some((_, old)) => d.1 += new_bytes - (key.len() + old.len()) as i64,
             }
-            if let Some(attempt) = undo {
-                let p = w.pending.entry(attempt).or_default();
-                let mut entry = Vec::with_capacity(1 + prev.as_ref().map_or(0, |p| p.len()));
-                match &prev {
-                    None => entry.push(0),
-                    Some(old) => {
-                        entry.push(1);
-                        entry.extend_from_slice(old);
+            if undo {
+                // The value before the attempt is needed once: a key this attempt already
+                // staged has its undo entry.
+                if prev_record.is_none_or(|(by, _)| by != attempt) {
+                    let p = w.pending.entry(attempt).or_default();
+                    let mut entry = Vec::with_capacity(1 + prev.as_ref().map_or(0, |p| p.len()));
+                    match &prev {
+                        None => entry.push(0),
+                        Some(old) => {
+                            entry.push(1);
+                            entry.extend_from_slice(old);
+                        }
                     }
+                    batch.put(undo_key(attempt, datakey, p.seq), entry);
+                    p.seq += 1;
                 }
-                batch.put(undo_key(attempt, datakey, p.seq), entry);
-                p.seq += 1;
             }
-            batch.put(datakey, record);
+            batch.put(datakey, wrap_value(attempt, &record));
         }
         Ok(deltas)
     }
+
+    /// Splits a stored value into the attempt that wrote it and the record.
+    fn unwrap_value<'a>(&self, value: &'a [u8]) -> Result<(u64, &'a [u8])> {
+        if value.len() < 8 {
+            return Err(DataFusionError::Execution(format!(
+                "damaged record in {}: {} byte(s)",
+                self.path.display(),
+                value.len()
+            )));
+        }
+        let attempt = u64::from_le_bytes(value[..8].try_into().unwrap());
+        Ok((attempt, &value[8..]))
+    }
+}
+
+/// A stored value: the attempt that wrote the record (so that a later stage of the same
+/// attempt knows the key's undo entry exists), then the record.
+fn wrap_value(attempt: u64, record: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + record.len());
+    v.extend_from_slice(&attempt.to_le_bytes());
+    v.extend_from_slice(record);
+    v
 }
 
 impl StateStore for RocksStore {
@@ -713,7 +742,11 @@ impl StateStore for RocksStore {
         self.db
             .multi_get(&datakeys)
             .into_iter()
-            .map(|r| r.map_err(|e| self.err("read", e)))
+            .map(|r| {
+                let v = r.map_err(|e| self.err("read", e))?;
+                v.map(|v| self.unwrap_value(&v).map(|(_, rec)| rec.to_vec()))
+                    .transpose()
+            })
             .collect()
     }
 
@@ -724,8 +757,8 @@ impl StateStore for RocksStore {
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = self
             .scan_prefix(&data_prefix(meta.state_no))?
             .into_iter()
-            .map(|(k, v)| (k[7..].to_vec(), v.into_vec()))
-            .collect();
+            .map(|(k, v)| Ok((k[7..].to_vec(), self.unwrap_value(&v)?.1.to_vec())))
+            .collect::<Result<_>>()?;
         // Bucket order is hash order; give callers key order, as the memory store does.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
@@ -760,7 +793,7 @@ impl StateStore for RocksStore {
             batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
         }
         let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, puts, Some(attempt))?;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, puts, attempt, true)?;
         let pending = w.pending.entry(attempt).or_default();
         for (state_no, (k, b)) in deltas {
             let d = pending.deltas.entry(state_no).or_default();
@@ -822,7 +855,7 @@ impl StateStore for RocksStore {
         }
         let mut batch = WriteBatch::default();
         let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, commit.puts, None)?;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, commit.puts, attempt, false)?;
         let staged = w.pending.remove(&attempt).unwrap_or_default().deltas;
         for m in metas.values_mut() {
             let (mut k, mut b) = deltas.get(&m.state_no).copied().unwrap_or_default();
