@@ -53,7 +53,7 @@ fn generate(rows: usize, symbols: usize) -> Vec<RecordBatch> {
     let mut start = 0;
     while start < rows {
         let n = BATCH.min(rows - start);
-        let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); 6];
+        let mut cols: Vec<Vec<f64>> = (0..6).map(|_| Vec::with_capacity(n)).collect();
         let mut ts = Vec::with_capacity(n);
         let mut sym = Vec::with_capacity(n);
         for i in 0..n {

@@ -128,11 +128,7 @@ const ENTRIES: &[(&str, &str)] = &[
 
 /// Backends this build can open.
 pub fn backend_available(backend: &str) -> bool {
-    match backend {
-        "memory" => true,
-        "rocksdb" => cfg!(feature = "rocksdb"),
-        _ => false,
-    }
+    backend == "memory" || (backend == "rocksdb" && cfg!(feature = "rocksdb"))
 }
 
 /// The error for a backend this build cannot open.

@@ -93,7 +93,6 @@ impl sqllogictest::AsyncDB for FintechDb {
         let schema = df.schema().clone();
         let batches = df.collect().await.map_err(DbError)?;
         let is_statement = sql
-            .trim_start()
             .split_whitespace()
             .next()
             .map(|w| {

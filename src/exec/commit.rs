@@ -10,7 +10,7 @@ use datafusion::error::{DataFusionError, Result};
 
 use crate::config::FintechConfig;
 use crate::state::{
-    Commit, PipelineLease, StateInfo, StateStore, StoreRegistry, already_committed,
+    Commit, PipelineLease, Put, StateInfo, StateStore, StoreRegistry, already_committed,
 };
 
 /// The pipeline a query reads from and commits to.
@@ -58,20 +58,20 @@ impl QueryRun {
             let store = registry.open(config)?;
             lease = Some(registry.lease(store.as_ref(), &config.pipeline)?);
             let tag = (!config.commit_tag.is_empty()).then(|| config.commit_tag.clone());
-            if let (Some(tag), Some(info)) = (&tag, store.pipeline(&config.pipeline)?) {
-                if info.last_commit_tag.as_deref() == Some(tag.as_str()) {
-                    return Err(already_committed(&config.pipeline, tag));
-                }
+            if let (Some(tag), Some(info)) = (&tag, store.pipeline(&config.pipeline)?)
+                && info.last_commit_tag.as_deref() == Some(tag.as_str())
+            {
+                return Err(already_committed(&config.pipeline, tag));
             }
             for info in states {
-                if let Some(stored) = store.state_info(&config.pipeline, &info.state_id)? {
-                    if let Some(why) = stored.mismatch(info) {
-                        return Err(DataFusionError::Plan(format!(
-                            "pipeline '{}' in {}: {why}",
-                            config.pipeline,
-                            store.location()
-                        )));
-                    }
+                if let Some(stored) = store.state_info(&config.pipeline, &info.state_id)?
+                    && let Some(why) = stored.mismatch(info)
+                {
+                    return Err(DataFusionError::Plan(format!(
+                        "pipeline '{}' in {}: {why}",
+                        config.pipeline,
+                        store.location()
+                    )));
                 }
             }
             let attempt = store.begin(&config.pipeline)?;
@@ -141,7 +141,7 @@ impl QueryRun {
     }
 
     /// Writes evicted updates to the store, uncommitted.
-    pub fn stage(&self, puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()> {
+    pub fn stage(&self, puts: Vec<Put>) -> Result<()> {
         let Some(pipeline) = &self.pipeline else {
             return Ok(());
         };
@@ -154,7 +154,7 @@ impl QueryRun {
 
     /// A partition consumed all its input; the last one to do so commits every partition's
     /// updates in one atomic store commit.
-    pub fn finish_partition(&self, puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()> {
+    pub fn finish_partition(&self, puts: Vec<Put>) -> Result<()> {
         let mut p = self.progress.lock().unwrap();
         p.commit.puts.extend(puts);
         p.remaining -= 1;

@@ -34,7 +34,7 @@ use super::commit::QueryRun;
 use crate::config::{FintechConfig, LateRows};
 use crate::kernels::{Kernel, KernelState};
 use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
-use crate::state::{KeyType, StateInfo, StoreRegistry};
+use crate::state::{KeyType, Put, StateInfo, StoreRegistry};
 
 /// Encoded bytes an eviction stages per store call.
 const EVICTION_CHUNK_BYTES: usize = 4 << 20;
@@ -443,19 +443,19 @@ impl Folder {
                     continue;
                 }
                 let (header, state) = &mut slot.states[c];
-                if let Some(last) = header.last_order {
-                    if ts < last {
-                        late += 1;
-                        match self.late_rows {
-                            LateRows::Skip => {
-                                out.append_null();
-                                continue;
-                            }
-                            LateRows::Error => {
-                                return Err(late_row_error(&call.info.state_id, ts, last));
-                            }
-                            LateRows::Apply => {}
+                if let Some(last) = header.last_order
+                    && ts < last
+                {
+                    late += 1;
+                    match self.late_rows {
+                        LateRows::Skip => {
+                            out.append_null();
+                            continue;
                         }
+                        LateRows::Error => {
+                            return Err(late_row_error(&call.info.state_id, ts, last));
+                        }
+                        LateRows::Apply => {}
                     }
                 }
                 for (v, a) in row.iter_mut().zip(cols) {
@@ -542,7 +542,7 @@ impl Folder {
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
-        sink: &mut dyn FnMut(Vec<(Arc<str>, Vec<u8>, Vec<u8>)>) -> Result<()>,
+        sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
     ) -> Result<()> {
         if self.run.pipeline.is_none() {
             return Ok(());

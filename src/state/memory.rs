@@ -137,16 +137,16 @@ impl StateStore for MemoryStore {
         let mut p = self.pipelines.write().map_err(|_| poisoned())?;
         // Validate everything before the first change, so a refused commit changes nothing.
         if let Some(data) = p.get(pipeline) {
-            if let (Some(tag), Some(last)) = (&commit.tag, &data.info.last_commit_tag) {
-                if tag == last {
-                    return Err(already_committed(pipeline, tag));
-                }
+            if let (Some(tag), Some(last)) = (&commit.tag, &data.info.last_commit_tag)
+                && tag == last
+            {
+                return Err(already_committed(pipeline, tag));
             }
             for info in &commit.states {
-                if let Some(existing) = data.states.get(info.state_id.as_str()) {
-                    if let Some(why) = existing.info.mismatch(info) {
-                        return Err(DataFusionError::Execution(why));
-                    }
+                if let Some(existing) = data.states.get(info.state_id.as_str())
+                    && let Some(why) = existing.info.mismatch(info)
+                {
+                    return Err(DataFusionError::Execution(why));
                 }
             }
         }

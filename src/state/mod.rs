@@ -99,6 +99,9 @@ pub struct StateSummary {
     pub bytes: u64,
 }
 
+/// One write: (state id, encoded key, encoded record).
+pub type Put = (Arc<str>, Vec<u8>, Vec<u8>);
+
 /// Everything one query writes to one pipeline, applied all together or not at all.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -106,8 +109,7 @@ pub struct Commit {
     pub tag: Option<String>,
     /// Registry entries of every state the query used.
     pub states: Vec<StateInfo>,
-    /// (state id, encoded key, encoded record).
-    pub puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+    pub puts: Vec<Put>,
 }
 
 /// A batched key-value store of pipeline state.
@@ -149,7 +151,7 @@ pub trait StateStore: Debug + Send + Sync {
         _pipeline: &str,
         _attempt: u64,
         _states: &[StateInfo],
-        _puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+        _puts: Vec<Put>,
     ) -> Result<()> {
         Err(DataFusionError::Internal(format!(
             "the {} state store does not stage updates",
@@ -267,7 +269,8 @@ mod tests {
     fn every_disagreement_is_named() {
         let stored = info();
         assert_eq!(stored.mismatch(&info()), None);
-        let cases: Vec<(Box<dyn Fn(&mut StateInfo)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut StateInfo)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|i| i.params = vec!["0.25".into()]),
                 "parameters ewma(0.5)",

@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
@@ -35,7 +35,7 @@ use rocksdb::{
 
 use super::codec::KeyColumn;
 use super::memory::now_micros;
-use super::{Commit, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed};
+use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 use crate::config::FintechConfig;
 use crate::kernels::Reader;
 
@@ -300,6 +300,9 @@ impl StateMeta {
     }
 }
 
+/// A key and its value as RocksDB returns them.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 // ---- the store ---------------------------------------------------------------------------
 
 /// Block cache and memtable budget shared by every RocksDB store of the process.
@@ -481,10 +484,10 @@ impl RocksStore {
         // Scratch pipelines of per-query state that a crashed process left behind.
         for (k, v) in store.scan_prefix(&[PIPELINE])? {
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            if name.starts_with(super::SCRATCH_PREFIX) {
-                if let Some(attempt) = PipelineMeta::decode(&v).ok().and_then(|m| m.in_flight) {
-                    store.rollback(&name, attempt)?;
-                }
+            if name.starts_with(super::SCRATCH_PREFIX)
+                && let Some(attempt) = PipelineMeta::decode(&v).ok().and_then(|m| m.in_flight)
+            {
+                store.rollback(&name, attempt)?;
             }
         }
         Ok(store)
@@ -528,7 +531,7 @@ impl RocksStore {
     }
 
     /// All (key, value) pairs whose key starts with `prefix`.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(prefix_end(prefix));
         opts.fill_cache(false);
@@ -600,7 +603,7 @@ impl RocksStore {
         w: &mut Writer,
         batch: &mut WriteBatch,
         metas: &HashMap<String, StateMeta>,
-        puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+        puts: Vec<Put>,
         attempt: u64,
         undo: bool,
     ) -> Result<HashMap<u32, (i64, i64)>> {
@@ -782,7 +785,7 @@ impl StateStore for RocksStore {
         pipeline: &str,
         attempt: u64,
         states: &[StateInfo],
-        puts: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+        puts: Vec<Put>,
     ) -> Result<()> {
         let mut w = self.writer();
         let mut batch = WriteBatch::default();
@@ -848,10 +851,10 @@ impl StateStore for RocksStore {
     fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()> {
         let mut w = self.writer();
         let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
-        if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag) {
-            if tag == last {
-                return Err(already_committed(pipeline, tag));
-            }
+        if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag)
+            && tag == last
+        {
+            return Err(already_committed(pipeline, tag));
         }
         let mut batch = WriteBatch::default();
         let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
@@ -881,6 +884,7 @@ impl StateStore for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn info(version: u32) -> StateInfo {
         StateInfo {
