@@ -5,9 +5,12 @@
 //! 1,000 symbols in 8,192-row batches. Set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
 //! change it. Pipeline cases time the second query on a pipeline, which loads every key.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::{env_usize, peak_rss_mib};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
 };
@@ -21,13 +24,6 @@ use datafusion_fintech::exec::KeyedStateExec;
 use futures::StreamExt;
 
 const BATCH: usize = 8_192;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn generate(rows: usize, symbols: usize) -> Vec<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
@@ -85,18 +81,6 @@ fn generate(rows: usize, symbols: usize) -> Vec<RecordBatch> {
         start += n;
     }
     out
-}
-
-/// Peak resident set since the last reset, in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn reset_peak_rss() {

@@ -8,10 +8,13 @@
 //! of consecutive rows) and FINTECH_BENCH_DIR (where the state goes; default a temp dir).
 
 use std::pin::Pin;
+mod common;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use common::{env_usize, peak_rss_mib};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -23,13 +26,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 
 const BATCH: usize = 8_192;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Rows in ts order; key k's rows come in runs of `run` consecutive rows, the runs of all
 /// keys cycling, so every key is revisited `rows_per_key / run` times over the stream.
@@ -101,17 +97,6 @@ impl PartitionStream for Generator {
             run: self.run,
         })
     }
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {

@@ -155,6 +155,18 @@ fn kerr(e: crate::kernels::KernelError) -> DataFusionError {
     DataFusionError::Execution(e.0)
 }
 
+/// A reader positioned after the version byte of a metadata record (version 1).
+fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<'a>> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8().map_err(kerr)?;
+    if version != 1 {
+        return Err(DataFusionError::Execution(format!(
+            "{what} version {version} is not supported by this build"
+        )));
+    }
+    Ok(r)
+}
+
 impl PipelineMeta {
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
@@ -184,13 +196,7 @@ impl PipelineMeta {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8().map_err(kerr)?;
-        if version != 1 {
-            return Err(DataFusionError::Execution(format!(
-                "pipeline metadata version {version} is not supported by this build"
-            )));
-        }
+        let mut r = metadata_reader(bytes, "pipeline metadata")?;
         let commits = r.u64().map_err(kerr)?;
         let last_commit_micros = match r.u8().map_err(kerr)? {
             0 => None,
@@ -248,13 +254,7 @@ impl StateMeta {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        let version = r.u8().map_err(kerr)?;
-        if version != 1 {
-            return Err(DataFusionError::Execution(format!(
-                "state metadata version {version} is not supported by this build"
-            )));
-        }
+        let mut r = metadata_reader(bytes, "state metadata")?;
         let state_no = r.u32().map_err(kerr)?;
         let keys = r.u64().map_err(kerr)?;
         let bytes_total = r.u64().map_err(kerr)?;

@@ -76,8 +76,27 @@ pub fn context(partitions: usize) -> SessionContext {
 
 /// Registers `batch` as table `trades`, declared ordered by `ts` (as WITH ORDER (ts) would).
 pub fn register_trades(ctx: &SessionContext, batch: RecordBatch) -> Result<()> {
+    let rows = batch.num_rows().max(1);
+    register_trades_chunked(ctx, batch, rows)
+}
+
+/// Like [`register_trades`], in input batches of `rows` rows.
+pub fn register_trades_chunked(
+    ctx: &SessionContext,
+    batch: RecordBatch,
+    rows: usize,
+) -> Result<()> {
+    let chunks: Vec<RecordBatch> = (0..batch.num_rows())
+        .step_by(rows)
+        .map(|i| batch.slice(i, rows.min(batch.num_rows() - i)))
+        .collect();
+    let chunks = if chunks.is_empty() {
+        vec![batch.clone()]
+    } else {
+        chunks
+    };
     let _ = ctx.deregister_table("trades")?;
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?
+    let table = MemTable::try_new(batch.schema(), vec![chunks])?
         .with_sort_order(vec![vec![SortExpr::new(col("ts"), true, false)]]);
     ctx.register_table("trades", Arc::new(table))?;
     Ok(())
