@@ -37,7 +37,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use config::{FintechConfig, LateRows};
 
@@ -56,11 +56,17 @@ pub fn register_all(ctx: &SessionContext) -> Result<()> {
 /// Adds everything [`register_all`] registers to a [`SessionStateBuilder`], for applications
 /// that build their own session state.
 pub fn with_fintech(builder: SessionStateBuilder) -> SessionStateBuilder {
-    let registry = Arc::new(StoreRegistry::default());
     let mut builder = builder;
-    if let Some(config) = builder.config() {
-        FintechConfig::register(config);
+    // Registering twice keeps the first registration (and the stores it opened).
+    let registered = builder
+        .physical_optimizers()
+        .as_ref()
+        .is_some_and(|o| o.rules.iter().any(|r| r.name() == exec::rule::RULE_NAME));
+    if registered {
+        return builder;
     }
+    let registry = Arc::new(StoreRegistry::default());
+    FintechConfig::register(builder.config().get_or_insert_with(SessionConfig::new));
     let mut window_functions = builder.window_functions().take().unwrap_or_default();
     window_functions.extend(udwf::all_window_functions());
     // The rule goes right before EnsureRequirements, which then plans sorts and repartitions
@@ -70,11 +76,12 @@ pub fn with_fintech(builder: SessionStateBuilder) -> SessionStateBuilder {
         .take()
         .map(|o| o.rules)
         .unwrap_or_else(|| PhysicalOptimizer::new().rules);
+    let rule = Arc::new(KeyedStateRule::new(Arc::clone(&registry)));
     let at = rules
         .iter()
         .position(|r| r.name() == EnsureRequirements::new().name())
         .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(KeyedStateRule::new(Arc::clone(&registry))));
+    rules.insert(at, rule);
     builder = builder
         .with_window_functions(window_functions)
         .with_physical_optimizer_rules(rules);

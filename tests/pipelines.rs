@@ -257,3 +257,34 @@ async fn settings_from_rust() {
     let shown = table_text(&sql(&ctx, "SHOW fintech.late_rows").await.unwrap());
     assert!(shown.iter().any(|r| r.contains("error")), "{shown:?}");
 }
+
+/// `with_fintech` works on a fresh builder, and registering twice changes nothing.
+#[tokio::test]
+async fn builder_route_and_double_registration() {
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+    let state =
+        datafusion_fintech::with_fintech(SessionStateBuilder::new().with_default_features())
+            .build();
+    let ctx = SessionContext::new_with_state(state);
+    datafusion_fintech::register_all(&ctx).unwrap();
+    sql(&ctx, "SET fintech.pipeline = 'b'").await.unwrap();
+    register_trades(&ctx, random_ticks(4, 200, 3)).unwrap();
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    let rules = ctx
+        .state()
+        .physical_optimizers()
+        .iter()
+        .filter(|r| r.name() == "fintech_keyed_state")
+        .count();
+    assert_eq!(rules, 1);
+    let listed = table_text(
+        &sql(&ctx, "SELECT pipeline, commits FROM fintech_pipelines()")
+            .await
+            .unwrap(),
+    );
+    assert!(
+        listed.iter().any(|r| r.contains("| b        | 1       |")),
+        "{listed:?}"
+    );
+}

@@ -28,6 +28,9 @@ use crate::config::FintechConfig;
 use crate::state::{KeyColumn, KeyType, StateInfo, StoreRegistry};
 use crate::udwf::KernelUdwf;
 
+/// The rule's name in DataFusion's optimizer list.
+pub const RULE_NAME: &str = "fintech_keyed_state";
+
 /// Replaces window nodes of fintech kernels with the keyed-state operator.
 #[derive(Debug)]
 pub struct KeyedStateRule {
@@ -61,7 +64,7 @@ impl PhysicalOptimizerRule for KeyedStateRule {
     }
 
     fn name(&self) -> &str {
-        "fintech_keyed_state"
+        RULE_NAME
     }
 
     fn schema_check(&self) -> bool {
