@@ -168,6 +168,17 @@ fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<'a>> {
 }
 
 impl PipelineMeta {
+    /// The pipeline as listed, if it exists for users: once it has committed (a pipeline
+    /// whose attempts all failed, or a scratch pipeline, never has).
+    fn listed(self, name: &str) -> Option<PipelineInfo> {
+        (self.commits > 0).then(|| PipelineInfo {
+            name: name.to_string(),
+            commits: self.commits,
+            last_commit_micros: self.last_commit_micros,
+            last_commit_tag: self.last_commit_tag,
+        })
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
         out.extend_from_slice(&self.commits.to_le_bytes());
@@ -690,28 +701,13 @@ impl StateStore for RocksStore {
         for (k, v) in self.scan_prefix(&[PIPELINE])? {
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
             let meta = PipelineMeta::decode(&v).map_err(|e| self.damaged(&name, e))?;
-            if meta.commits > 0 {
-                out.push(PipelineInfo {
-                    name,
-                    commits: meta.commits,
-                    last_commit_micros: meta.last_commit_micros,
-                    last_commit_tag: meta.last_commit_tag,
-                });
-            }
+            out.extend(meta.listed(&name));
         }
         Ok(out)
     }
 
     fn pipeline(&self, name: &str) -> Result<Option<PipelineInfo>> {
-        Ok(self
-            .pipeline_meta(name)?
-            .filter(|m| m.commits > 0)
-            .map(|m| PipelineInfo {
-                name: name.to_string(),
-                commits: m.commits,
-                last_commit_micros: m.last_commit_micros,
-                last_commit_tag: m.last_commit_tag,
-            }))
+        Ok(self.pipeline_meta(name)?.and_then(|m| m.listed(name)))
     }
 
     fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>> {
@@ -746,9 +742,12 @@ impl StateStore for RocksStore {
             .multi_get(&datakeys)
             .into_iter()
             .map(|r| {
-                let v = r.map_err(|e| self.err("read", e))?;
-                v.map(|v| self.unwrap_value(&v).map(|(_, rec)| rec.to_vec()))
-                    .transpose()
+                let Some(mut v) = r.map_err(|e| self.err("read", e))? else {
+                    return Ok(None);
+                };
+                self.unwrap_value(&v)?;
+                v.drain(..8); // the writer attempt; the record stays in place
+                Ok(Some(v))
             })
             .collect()
     }
