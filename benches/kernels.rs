@@ -1,7 +1,8 @@
 //! Throughput of the kernels through SQL, against a plain Rust loop over the same Arrow arrays.
 //!
-//! `cargo bench --bench kernels` (release profile). Prints rows/s, peak RSS and the state
-//! store's time per key loaded or stored, per case; the workload is 1M ts-ordered rows over
+//! `cargo bench --bench kernels` (release profile). Prints rows/s, peak RSS and the cost of
+//! state access per key: loading (read and decode) per key loaded, writing (encode, stage and
+//! commit, fsync included) per key stored, and both over all keys loaded or stored; the workload is 1M ts-ordered rows over
 //! 1,000 symbols in 8,192-row batches. Set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
 //! change it. Pipeline cases time the second query on a pipeline, which loads every key.
 
@@ -142,11 +143,27 @@ fn operator_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Runs `sql` `runs` times, each on fresh state, twice per run; the second query is timed. Returns the best rows/s and the store time per key
-/// loaded or stored, in ns.
-async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize) -> (f64, f64) {
+/// What one case measured.
+struct Measured {
+    rows_per_sec: f64,
+    /// ns per key loaded.
+    load_ns: f64,
+    /// ns per key stored.
+    write_ns: f64,
+    /// ns per key loaded or stored.
+    access_ns: f64,
+}
+
+/// Runs `sql` `runs` times, each on fresh state, twice per run; the second query is timed.
+/// Returns the run with the best rows/s.
+async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize) -> Measured {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut best = (0.0f64, f64::NAN);
+    let mut best = Measured {
+        rows_per_sec: 0.0,
+        load_ns: f64::NAN,
+        write_ns: f64::NAN,
+        access_ns: f64::NAN,
+    };
     for run in 0..runs {
         let ctx = context();
         let dir = tempfile::tempdir().unwrap();
@@ -185,16 +202,20 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
             }
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(seen, rows);
-            if pass + 1 == passes && rows as f64 / secs > best.0 {
-                let keys =
-                    operator_metric(&plan, "keys_loaded") + operator_metric(&plan, "keys_stored");
-                let store_ns = operator_metric(&plan, "store_time") as f64;
-                let per_key = if keys == 0 {
-                    f64::NAN
-                } else {
-                    store_ns / keys as f64
+            if pass + 1 == passes && rows as f64 / secs > best.rows_per_sec {
+                let metric = |name| operator_metric(&plan, name) as f64;
+                let per = |ns: f64, keys: f64| if keys == 0.0 { f64::NAN } else { ns / keys };
+                let (loaded, stored) = (metric("keys_loaded"), metric("keys_stored"));
+                let (load, write) = (
+                    metric("load_time"),
+                    metric("stage_time") + metric("commit_time"),
+                );
+                best = Measured {
+                    rows_per_sec: rows as f64 / secs,
+                    load_ns: per(load, loaded),
+                    write_ns: per(write, stored),
+                    access_ns: per(load + write, loaded + stored),
                 };
-                best = (rows as f64 / secs, per_key);
             }
         }
     }
@@ -241,8 +262,8 @@ async fn main() {
         "workload: {rows} rows, {symbols} symbols, ts-ordered, {BATCH}-row batches; best of {runs}"
     );
     println!(
-        "{:<40} {:>14} {:>14} {:>18}",
-        "case", "rows/s", "peak RSS MiB", "store ns per key"
+        "{:<40} {:>12} {:>8} {:>8} {:>8} {:>8}",
+        "case", "rows/s", "RSS MiB", "load ns", "write ns", "ns/key"
     );
     let mut cases: Vec<(&str, Option<(&str, State)>)> = vec![
         ("plain Rust loop, ewma", None),
@@ -269,13 +290,22 @@ async fn main() {
             continue;
         }
         reset_peak_rss();
-        let (rate, per_key) = match case {
-            None => (plain_loop(&batches, runs), f64::NAN),
+        let m = match case {
+            None => Measured {
+                rows_per_sec: plain_loop(&batches, runs),
+                load_ns: f64::NAN,
+                write_ns: f64::NAN,
+                access_ns: f64::NAN,
+            },
             Some((sql, state)) => sql_case(&batches, sql, state, runs).await,
         };
         println!(
-            "{name:<40} {rate:>14.0} {:>14.1} {per_key:>18.0}",
-            peak_rss_mib()
+            "{name:<40} {:>12.0} {:>8.1} {:>8.0} {:>8.0} {:>8.0}",
+            m.rows_per_sec,
+            peak_rss_mib(),
+            m.load_ns,
+            m.write_ns,
+            m.access_ns
         );
     }
 }

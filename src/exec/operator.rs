@@ -277,7 +277,9 @@ impl ExecutionPlan for KeyedStateExec {
             bytes_stored: MetricBuilder::new(&self.metrics).counter("bytes_stored", partition),
             late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
             evictions: MetricBuilder::new(&self.metrics).counter("evictions", partition),
-            store_time: MetricBuilder::new(&self.metrics).subset_time("store_time", partition),
+            load_time: MetricBuilder::new(&self.metrics).subset_time("load_time", partition),
+            stage_time: MetricBuilder::new(&self.metrics).subset_time("stage_time", partition),
+            commit_time: MetricBuilder::new(&self.metrics).subset_time("commit_time", partition),
             fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
         };
         Ok(Box::pin(KeyedStateStream {
@@ -322,14 +324,28 @@ struct OperatorMetrics {
     bytes_stored: Count,
     late_rows: Count,
     evictions: Count,
-    store_time: Time,
+    /// Reading states from the store.
+    load_time: Time,
+    /// Staging evicted states.
+    stage_time: Time,
+    /// Encoding the final states and, in the last partition, the store's commit.
+    commit_time: Time,
     fold_time: Time,
 }
 
 /// The states of one key, one per kernel call.
 struct Slot {
-    states: Vec<(RecordHeader, KernelState)>,
+    states: Vec<Held>,
     dirty: bool,
+}
+
+/// A kernel's state for one key.
+struct Held {
+    header: RecordHeader,
+    state: KernelState,
+    /// Length of the record the store held when the state was loaded (`None`: nothing), so
+    /// that the store keeps its counts without reading the key again before writing it.
+    stored_len: Option<usize>,
 }
 
 /// The per-partition state of the operator.
@@ -442,7 +458,7 @@ impl Folder {
                     out.append_null();
                     continue;
                 }
-                let (header, state) = &mut slot.states[c];
+                let Held { header, state, .. } = &mut slot.states[c];
                 if let Some(last) = header.last_order
                     && ts < last
                 {
@@ -482,8 +498,8 @@ impl Folder {
     /// Stages every dirty state in the store and forgets all cached keys; a key seen again
     /// is loaded again (the store returns what was staged).
     fn evict(&mut self) -> Result<()> {
-        let store_time = self.metrics.store_time.clone();
-        let _timer = store_time.timer();
+        let stage_time = self.metrics.stage_time.clone();
+        let _timer = stage_time.timer();
         // In chunks: what an eviction holds in flight stays small next to the working set.
         let run = Arc::clone(&self.run);
         self.dirty_puts(EVICTION_CHUNK_BYTES, &mut |puts| run.stage(puts))?;
@@ -502,9 +518,10 @@ impl Folder {
         keys: &crate::state::codec::EncodedKeys,
         row_slots: &[u32],
     ) -> Result<()> {
+        let load_time = self.metrics.load_time.clone();
+        let _timer = load_time.timer();
         let mut loaded: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
         if let Some(p) = &self.run.pipeline {
-            let _timer = self.metrics.store_time.timer();
             let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
             for call in &self.calls {
                 let records = p.store.get_many(&p.name, &call.info.state_id, &key_refs)?;
@@ -518,7 +535,7 @@ impl Folder {
         for (j, &row) in first_rows.iter().enumerate() {
             let slot = &mut self.slots[row_slots[row] as usize];
             for (c, call) in self.calls.iter().enumerate() {
-                let state = match loaded.get(c).and_then(|r| r[j].as_deref()) {
+                let held = match loaded.get(c).and_then(|r| r[j].as_deref()) {
                     Some(record) => {
                         let (header, bytes) = decode_record(record)
                             .map_err(|e| damaged(&call.info.state_id, &e.to_string()))?;
@@ -526,19 +543,27 @@ impl Folder {
                             .kernel
                             .decode(bytes)
                             .map_err(|e| damaged(&call.info.state_id, &e.0))?;
-                        (header, state)
+                        Held {
+                            header,
+                            state,
+                            stored_len: Some(record.len()),
+                        }
                     }
-                    None => (RecordHeader::default(), call.kernel.new_state()),
+                    None => Held {
+                        header: RecordHeader::default(),
+                        state: call.kernel.new_state(),
+                        stored_len: None,
+                    },
                 };
-                self.cached_bytes += call.kernel.heap_size(&state.1);
-                slot.states.push(state);
+                self.cached_bytes += call.kernel.heap_size(&held.state);
+                slot.states.push(held);
             }
         }
         Ok(())
     }
 
-    /// The dirty states of every cached key, encoded as (state id, key, record), handed to
-    /// `sink` in chunks of about `chunk_bytes`.
+    /// The dirty states of every cached key, encoded as puts, handed to `sink` in chunks of
+    /// about `chunk_bytes`. Empties the key index.
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
@@ -553,21 +578,38 @@ impl Folder {
             .map(|c| Arc::from(c.info.state_id.as_str()))
             .collect();
         let (mut puts, mut chunk, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize, 0usize);
-        for (key, &s) in &self.index {
+        // Both callers forget the cached keys next: the keys move into the puts.
+        for (key, s) in self.index.drain() {
             let slot = &self.slots[s as usize];
             if !slot.dirty {
                 continue;
             }
-            for ((header, state), (call, id)) in slot.states.iter().zip(self.calls.iter().zip(&ids))
+            let last = slot.states.iter().rposition(|h| h.header.rows > 0);
+            let mut key = Some(key.into_vec());
+            for (c, (held, (call, id))) in slot
+                .states
+                .iter()
+                .zip(self.calls.iter().zip(&ids))
+                .enumerate()
             {
-                if header.rows == 0 {
+                if held.header.rows == 0 {
                     continue;
                 }
                 let mut record = Vec::with_capacity(32);
-                encode_record(header, &mut record);
-                call.kernel.encode(state, &mut record);
+                encode_record(&held.header, &mut record);
+                call.kernel.encode(&held.state, &mut record);
+                let key = if Some(c) == last {
+                    key.take().unwrap_or_default()
+                } else {
+                    key.clone().unwrap_or_default()
+                };
                 chunk += key.len() + record.len();
-                puts.push((Arc::clone(id), key.to_vec(), record));
+                puts.push(Put {
+                    state_id: Arc::clone(id),
+                    key,
+                    record,
+                    replaces: held.stored_len,
+                });
             }
             if chunk >= chunk_bytes {
                 keys += puts.len();
@@ -589,6 +631,8 @@ impl Folder {
     /// Hands the dirty states to the run, which commits when every partition is done.
     fn finish(&mut self) -> Result<()> {
         // The final updates go into the commit itself, all at once.
+        let commit_time = self.metrics.commit_time.clone();
+        let _timer = commit_time.timer();
         let mut puts = Vec::new();
         if self.run.commits() {
             self.dirty_puts(usize::MAX, &mut |chunk| {
@@ -596,7 +640,6 @@ impl Folder {
                 Ok(())
             })?;
         }
-        let _timer = self.metrics.store_time.timer();
         self.run.finish_partition(puts)
     }
 }

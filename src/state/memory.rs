@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 
-use super::{Commit, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed};
+use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -168,7 +168,13 @@ impl StateStore for MemoryStore {
                     bytes: 0,
                 });
         }
-        for (state_id, key, record) in commit.puts {
+        for Put {
+            state_id,
+            key,
+            record,
+            ..
+        } in commit.puts
+        {
             let state = data.states.get_mut(&state_id).ok_or_else(|| {
                 DataFusionError::Internal(format!("commit writes unregistered state {state_id}"))
             })?;

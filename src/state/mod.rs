@@ -99,8 +99,19 @@ pub struct StateSummary {
     pub bytes: u64,
 }
 
-/// One write: (state id, encoded key, encoded record).
-pub type Put = (Arc<str>, Vec<u8>, Vec<u8>);
+/// One write of a state's record for a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Put {
+    pub state_id: Arc<str>,
+    /// The encoded key.
+    pub key: Vec<u8>,
+    /// The encoded record.
+    pub record: Vec<u8>,
+    /// Length of the record this one replaces, as the writer read it from this store during
+    /// the same attempt (`None`: the key had no record). A store may rely on it to keep its
+    /// key and byte counts without reading the key again.
+    pub replaces: Option<usize>,
+}
 
 /// Everything one query writes to one pipeline, applied all together or not at all.
 #[derive(Debug, Default)]
@@ -306,12 +317,11 @@ mod tests {
     #[test]
     fn memory_commit_is_all_or_nothing() {
         let store = memory::MemoryStore::new("");
-        let put = |k: &str| {
-            (
-                Arc::from("ewma(price,0.5)@symbol"),
-                k.as_bytes().to_vec(),
-                vec![1],
-            )
+        let put = |k: &str| Put {
+            state_id: Arc::from("ewma(price,0.5)@symbol"),
+            key: k.as_bytes().to_vec(),
+            record: vec![1],
+            replaces: None,
         };
         store
             .commit(

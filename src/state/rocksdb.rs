@@ -29,8 +29,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
-    WriteBatch, WriteBufferManager, WriteOptions,
+    BlockBasedOptions, Cache, DB, DBCompressionType, DBPinnableSlice, DEFAULT_COLUMN_FAMILY_NAME,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use super::codec::KeyColumn;
@@ -85,13 +85,92 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+fn bucket(key: &[u8]) -> u16 {
+    (fnv1a(key) % BUCKETS) as u16
+}
+
+#[cfg(test)]
 fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(7 + key.len());
-    k.push(DATA);
-    k.extend_from_slice(&state_no.to_be_bytes());
-    k.extend_from_slice(&((fnv1a(key) % BUCKETS) as u16).to_be_bytes());
-    k.extend_from_slice(key);
-    k
+    let keys = DataKeys::sorted(&[(state_no, key)], |_, _| {});
+    keys.iter().next().unwrap().1.to_vec()
+}
+
+/// Data keys, each with an optional value, in RocksDB's order and in one buffer.
+///
+/// Built in input order (each input is read once, in sequence) and then sorted by position:
+/// with a million scattered inputs, reading them in sorted order instead costs a cache miss
+/// per input, which dominated a commit.
+struct DataKeys {
+    bytes: Vec<u8>,
+    /// In key order.
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    start: usize,
+    key_end: usize,
+    end: usize,
+    /// Position in the input.
+    input: usize,
+}
+
+impl DataKeys {
+    /// The data keys of `(state number, key)` pairs, sorted; `value(i, out)` appends the value
+    /// of input `i` to `out` (or nothing).
+    fn sorted(keys: &[(u32, &[u8])], mut value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
+        let mut bytes = Vec::with_capacity(keys.iter().map(|(_, k)| 7 + k.len()).sum());
+        let mut entries = Vec::with_capacity(keys.len());
+        // (state number, bucket) compares as the first bytes of the data key do, and the
+        // key's first 16 bytes (zero-padded) as its prefix does: most comparisons never
+        // touch the keys themselves.
+        let mut order: Vec<(u32, u16, u128, usize)> = Vec::with_capacity(keys.len());
+        for (i, (state_no, key)) in keys.iter().enumerate() {
+            let bucket = bucket(key);
+            let start = bytes.len();
+            bytes.push(DATA);
+            bytes.extend_from_slice(&state_no.to_be_bytes());
+            bytes.extend_from_slice(&bucket.to_be_bytes());
+            bytes.extend_from_slice(key);
+            let key_end = bytes.len();
+            value(i, &mut bytes);
+            entries.push(Entry {
+                start,
+                key_end,
+                end: bytes.len(),
+                input: i,
+            });
+            let mut head = [0u8; 16];
+            let n = key.len().min(16);
+            head[..n].copy_from_slice(&key[..n]);
+            order.push((*state_no, bucket, u128::from_be_bytes(head), i));
+        }
+        order.sort_unstable_by(|a, b| {
+            (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| {
+                let (x, y) = (&entries[a.3], &entries[b.3]);
+                bytes[x.start..x.key_end].cmp(&bytes[y.start..y.key_end])
+            })
+        });
+        let mut sorted = Vec::with_capacity(entries.len());
+        let mut entries: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+        for (_, _, _, i) in order {
+            sorted.extend(entries[i].take());
+        }
+        Self {
+            bytes,
+            entries: sorted,
+        }
+    }
+
+    /// (position in the input, data key, value), in key order.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
+        self.entries.iter().map(|e| {
+            (
+                e.input,
+                &self.bytes[e.start..e.key_end],
+                &self.bytes[e.key_end..e.end],
+            )
+        })
+    }
 }
 
 fn data_prefix(state_no: u32) -> Vec<u8> {
@@ -470,9 +549,15 @@ impl RocksStore {
         opts.set_block_based_table_factory(&table);
         opts.set_write_buffer_manager(&shared.write_buffers);
         opts.set_compression_type(DBCompressionType::Lz4);
+        // A bloom filter over the memtable's whole keys: reads of keys it does not hold (new
+        // keys, keys already flushed to tables) skip the skiplist search.
+        opts.set_memtable_prefix_bloom_ratio(0.02);
+        opts.set_memtable_whole_key_filtering(true);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(512);
-        let db = DB::open(&opts, &path).map_err(|e| db_error(&path, "open", e))?;
+        // The default column family named, so that `cf_handle` finds it for batched reads.
+        let db = DB::open_cf(&opts, &path, [DEFAULT_COLUMN_FAMILY_NAME])
+            .map_err(|e| db_error(&path, "open", e))?;
         if !existing {
             // Synced: a directory we created must never be left without its marker.
             let mut sync = WriteOptions::default();
@@ -606,62 +691,110 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Writes `puts` of `attempt` into `batch` and returns per state number the change in keys
-    /// and bytes; with `undo`, the first write of a key in the attempt also records the value
-    /// it replaces.
+    /// Writes `puts` of `attempt` into `batch`, in key order, and returns per state number the
+    /// change in keys and bytes (from what each put replaces); with `undo`, the first write of
+    /// a key in the attempt also records the value it replaces.
     fn write_puts(
         &self,
         w: &mut Writer,
         batch: &mut WriteBatch,
         metas: &HashMap<String, StateMeta>,
-        puts: Vec<Put>,
+        puts: &[Put],
         attempt: u64,
         undo: bool,
     ) -> Result<HashMap<u32, (i64, i64)>> {
-        let mut keys = Vec::with_capacity(puts.len());
-        for (state_id, key, _) in &puts {
-            let meta = metas.get(state_id.as_ref()).ok_or_else(|| {
-                DataFusionError::Internal(format!("write to unregistered state {state_id}"))
-            })?;
-            keys.push(data_key(meta.state_no, key));
-        }
-        // What each key holds now: for the counts, and for the undo entries.
-        let previous = self.db.multi_get(&keys);
         let mut deltas: HashMap<u32, (i64, i64)> = HashMap::default();
-        for (((state_id, key, record), datakey), prev) in puts.into_iter().zip(&keys).zip(previous)
-        {
-            let prev = prev.map_err(|e| self.err("read", e))?;
-            let state_no = metas[state_id.as_ref()].state_no;
-            let d = deltas.entry(state_no).or_default();
-            let new_bytes = (key.len() + record.len()) as i64;
-            let prev_record = prev.as_deref().map(|v| self.unwrap_value(v)).transpose()?;
-            match prev_record {
+        let mut keys = Vec::with_capacity(puts.len());
+        for put in puts {
+            let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
+                DataFusionError::Internal(format!("write to unregistered state {}", put.state_id))
+            })?;
+            let d = deltas.entry(meta.state_no).or_default();
+            let new_bytes = (put.key.len() + put.record.len()) as i64;
+            match put.replaces {
                 None => {
                     d.0 += 1;
                     d.1 += new_bytes;
                 }
-                Some((_, old)) => d.1 += new_bytes - (key.len() + old.len()) as i64,
+                Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
             }
-            if undo {
-                // The value before the attempt is needed once: a key this attempt already
-                // staged has its undo entry.
-                if prev_record.is_none_or(|(by, _)| by != attempt) {
-                    let p = w.pending.entry(attempt).or_default();
-                    let mut entry = Vec::with_capacity(1 + prev.as_ref().map_or(0, |p| p.len()));
-                    match &prev {
-                        None => entry.push(0),
-                        Some(old) => {
-                            entry.push(1);
-                            entry.extend_from_slice(old);
-                        }
-                    }
-                    batch.put(undo_key(attempt, datakey, p.seq), entry);
-                    p.seq += 1;
-                }
-            }
-            batch.put(datakey, wrap_value(attempt, &record));
+            keys.push((meta.state_no, put.key.as_slice()));
+        }
+        // In key order: RocksDB's memtable inserts a run of ascending keys several times
+        // faster than the same keys in hash order. A stored value is the attempt that wrote
+        // the record (so that a later stage of the same attempt knows the key's undo entry
+        // exists), then the record.
+        let keys = DataKeys::sorted(&keys, |i, out| {
+            out.extend_from_slice(&attempt.to_le_bytes());
+            out.extend_from_slice(&puts[i].record);
+        });
+        if undo {
+            self.write_undo(w, batch, puts, &keys, attempt)?;
+        }
+        for (_, datakey, value) in keys.iter() {
+            batch.put(datakey, value);
         }
         Ok(deltas)
+    }
+
+    /// Adds to `batch` the undo entries of the keys that `attempt` writes for the first time:
+    /// the value each held before, or that it held none.
+    fn write_undo(
+        &self,
+        w: &mut Writer,
+        batch: &mut WriteBatch,
+        puts: &[Put],
+        keys: &DataKeys,
+        attempt: u64,
+    ) -> Result<()> {
+        // A key that had no record when the attempt read it has none now (the attempt is the
+        // pipeline's only writer, and what it stages it reads back). Keys that had one are
+        // read: this attempt may have written them already (then the undo entry exists).
+        let existing: Vec<&[u8]> = keys
+            .iter()
+            .filter(|(i, _, _)| puts[*i].replaces.is_some())
+            .map(|(_, k, _)| k)
+            .collect();
+        let mut previous = self.multi_get_sorted(&existing)?.into_iter();
+        let p = w.pending.entry(attempt).or_default();
+        let mut entries = Vec::new();
+        for (i, datakey, _) in keys.iter() {
+            let entry = match puts[i].replaces {
+                None => vec![0],
+                Some(_) => match previous.next().flatten() {
+                    None => vec![0],
+                    Some(old) => {
+                        if self.unwrap_value(&old)?.0 == attempt {
+                            continue;
+                        }
+                        let mut entry = Vec::with_capacity(1 + old.len());
+                        entry.push(1);
+                        entry.extend_from_slice(&old);
+                        entry
+                    }
+                },
+            };
+            entries.push((undo_key(attempt, datakey, p.seq), entry));
+            p.seq += 1;
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        Ok(())
+    }
+
+    /// Values of `keys`, which must be sorted, in one batched read.
+    fn multi_get_sorted(&self, keys: &[&[u8]]) -> Result<Vec<Option<DBPinnableSlice<'_>>>> {
+        let cf = self
+            .db
+            .cf_handle(DEFAULT_COLUMN_FAMILY_NAME)
+            .ok_or_else(|| DataFusionError::Internal("no default column family".into()))?;
+        self.db
+            .batched_multi_get_cf(cf, keys, true)
+            .into_iter()
+            .map(|r| r.map_err(|e| self.err("read", e)))
+            .collect()
     }
 
     /// Splits a stored value into the attempt that wrote it and the record.
@@ -678,13 +811,13 @@ impl RocksStore {
     }
 }
 
-/// A stored value: the attempt that wrote the record (so that a later stage of the same
-/// attempt knows the key's undo entry exists), then the record.
-fn wrap_value(attempt: u64, record: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + record.len());
-    v.extend_from_slice(&attempt.to_le_bytes());
-    v.extend_from_slice(record);
-    v
+/// About the size of a write batch holding `puts`, so that it is allocated once.
+fn batch_bytes(puts: &[Put]) -> usize {
+    let per_put = 7 + 8 + 16; // key prefix, writer attempt, batch framing
+    4096 + puts
+        .iter()
+        .map(|p| per_put + p.key.len() + p.record.len())
+        .sum::<usize>()
 }
 
 impl StateStore for RocksStore {
@@ -737,19 +870,17 @@ impl StateStore for RocksStore {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
             return Ok(vec![None; keys.len()]);
         };
-        let datakeys: Vec<Vec<u8>> = keys.iter().map(|k| data_key(meta.state_no, k)).collect();
-        self.db
-            .multi_get(&datakeys)
-            .into_iter()
-            .map(|r| {
-                let Some(mut v) = r.map_err(|e| self.err("read", e))? else {
-                    return Ok(None);
-                };
-                self.unwrap_value(&v)?;
-                v.drain(..8); // the writer attempt; the record stays in place
-                Ok(Some(v))
-            })
-            .collect()
+        let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
+        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
+        let keys = DataKeys::sorted(&keys, |_, _| {});
+        let sorted: Vec<&[u8]> = keys.iter().map(|(_, k, _)| k).collect();
+        let mut out = vec![None; sorted.len()];
+        for ((i, _, _), value) in keys.iter().zip(self.multi_get_sorted(&sorted)?) {
+            if let Some(value) = value {
+                out[i] = Some(self.unwrap_value(&value)?.1.to_vec());
+            }
+        }
+        Ok(out)
     }
 
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -787,7 +918,7 @@ impl StateStore for RocksStore {
         puts: Vec<Put>,
     ) -> Result<()> {
         let mut w = self.writer();
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&puts));
         let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
         if meta.in_flight != Some(attempt) {
             meta.in_flight = Some(attempt);
@@ -795,7 +926,7 @@ impl StateStore for RocksStore {
             batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
         }
         let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, puts, attempt, true)?;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
         let pending = w.pending.entry(attempt).or_default();
         for (state_no, (k, b)) in deltas {
             let d = pending.deltas.entry(state_no).or_default();
@@ -855,13 +986,13 @@ impl StateStore for RocksStore {
         {
             return Err(already_committed(pipeline, tag));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&commit.puts));
         let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, commit.puts, attempt, false)?;
-        let staged = w.pending.remove(&attempt).unwrap_or_default().deltas;
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, &commit.puts, attempt, false)?;
+        let staged = w.pending.remove(&attempt).unwrap_or_default();
         for m in metas.values_mut() {
             let (mut k, mut b) = deltas.get(&m.state_no).copied().unwrap_or_default();
-            if let Some((sk, sb)) = staged.get(&m.state_no) {
+            if let Some((sk, sb)) = staged.deltas.get(&m.state_no) {
                 k += sk;
                 b += sb;
             }
@@ -875,7 +1006,9 @@ impl StateStore for RocksStore {
         meta.in_flight = None;
         batch.put(pipeline_key(pipeline), meta.encode());
         batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
-        batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
+        if staged.seq > 0 {
+            batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
+        }
         self.write(batch, self.sync)
     }
 }
@@ -906,12 +1039,14 @@ mod tests {
         }
     }
 
-    fn put(key: &str, value: u8) -> (Arc<str>, Vec<u8>, Vec<u8>) {
-        (
-            Arc::from("ewma(price,0.5)@symbol"),
-            key.as_bytes().to_vec(),
-            vec![value],
-        )
+    /// A one-byte record for `key`; `exists`: the key holds a (one-byte) record already.
+    fn put(key: &str, value: u8, exists: bool) -> Put {
+        Put {
+            state_id: Arc::from("ewma(price,0.5)@symbol"),
+            key: key.as_bytes().to_vec(),
+            record: vec![value],
+            replaces: exists.then_some(1),
+        }
     }
 
     #[test]
@@ -947,7 +1082,7 @@ mod tests {
                 Commit {
                     tag: Some("t1".into()),
                     states: vec![info(1)],
-                    puts: vec![put("x", 1)],
+                    puts: vec![put("x", 1, false)],
                 },
             )
             .unwrap();
@@ -955,9 +1090,16 @@ mod tests {
         // Stage over x and a new y, then roll back: x is 1 again, y is gone.
         let b = store.begin("p").unwrap();
         store
-            .stage("p", b, &[info(1)], vec![put("x", 2), put("y", 2)])
+            .stage(
+                "p",
+                b,
+                &[info(1)],
+                vec![put("x", 2, true), put("y", 2, false)],
+            )
             .unwrap();
-        store.stage("p", b, &[info(1)], vec![put("x", 3)]).unwrap();
+        store
+            .stage("p", b, &[info(1)], vec![put("x", 3, true)])
+            .unwrap();
         let id = "ewma(price,0.5)@symbol";
         assert_eq!(
             store.get_many("p", id, &[b"x", b"y"]).unwrap(),
@@ -972,7 +1114,9 @@ mod tests {
 
         // A staged attempt left in flight (a crash) is rolled back by the next begin.
         let c = store.begin("p").unwrap();
-        store.stage("p", c, &[info(1)], vec![put("x", 4)]).unwrap();
+        store
+            .stage("p", c, &[info(1)], vec![put("x", 4, true)])
+            .unwrap();
         let d = store.begin("p").unwrap();
         assert_eq!(
             store.get_many("p", id, &[b"x"]).unwrap(),
@@ -981,7 +1125,12 @@ mod tests {
 
         // Staged and final writes commit together, with exact counts.
         store
-            .stage("p", d, &[info(1)], vec![put("y", 5), put("z", 5)])
+            .stage(
+                "p",
+                d,
+                &[info(1)],
+                vec![put("y", 5, false), put("z", 5, false)],
+            )
             .unwrap();
         store
             .commit(
@@ -990,7 +1139,7 @@ mod tests {
                 Commit {
                     tag: Some("t2".into()),
                     states: vec![info(1)],
-                    puts: vec![put("x", 6)],
+                    puts: vec![put("x", 6, true)],
                 },
             )
             .unwrap();
@@ -1019,7 +1168,7 @@ mod tests {
                 Commit {
                     tag: None,
                     states: vec![info(2)],
-                    puts: vec![put("x", 7)],
+                    puts: vec![put("x", 7, true)],
                 },
             )
             .unwrap_err()
@@ -1032,6 +1181,40 @@ mod tests {
             store.get_many("p", id, &[b"x"]).unwrap(),
             vec![Some(vec![6])]
         );
+    }
+
+    #[test]
+    fn data_keys_sort_as_rocksdb_compares() {
+        // Keys sharing long prefixes, prefixes of one another, trailing zero bytes, and two
+        // states: the order must be plain byte order of the full data keys.
+        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], b"ab".to_vec()];
+        let mut x = 88172645463325252u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Lengths 0..24 over a 3-byte alphabet: equal 16-byte heads are common.
+            let len = (x % 24) as usize;
+            keys.push(
+                (0..len)
+                    .map(|j| [0u8, 1, 0xff][(x >> (j + 5)) as usize % 3])
+                    .collect(),
+            );
+        }
+        let input: Vec<(u32, &[u8])> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((i % 2) as u32, k.as_slice()))
+            .collect();
+        let sorted = DataKeys::sorted(&input, |i, out| out.push(i as u8));
+        let mut expected: Vec<Vec<u8>> = input.iter().map(|(s, k)| data_key(*s, k)).collect();
+        expected.sort();
+        let got: Vec<Vec<u8>> = sorted.iter().map(|(_, k, _)| k.to_vec()).collect();
+        assert_eq!(got, expected);
+        for (i, k, v) in sorted.iter() {
+            assert_eq!(k, data_key(input[i].0, input[i].1));
+            assert_eq!(v, [i as u8]);
+        }
     }
 
     #[test]
