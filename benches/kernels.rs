@@ -1,10 +1,11 @@
 //! Throughput of the kernels through SQL, against a plain Rust loop over the same Arrow arrays.
 //!
-//! `cargo bench --bench kernels` (release profile). Prints rows/s, peak RSS and the cost of
-//! state access per key: loading (read and decode) per key loaded, writing (encode, stage and
-//! commit, fsync included) per key stored, and both over all keys loaded or stored; the workload is 1M ts-ordered rows over
-//! 1,000 symbols in 8,192-row batches. Set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
-//! change it. Pipeline cases time the second query on a pipeline, which loads every key.
+//! `cargo bench --bench kernels` (release profile). The workload is 1M ts-ordered rows over
+//! 1,000 symbols in 8,192-row batches; set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
+//! change it, and `FINTECH_BENCH_NO_SYNC` to run RocksDB commits without fsync. Prints rows/s,
+//! peak RSS and the cost of state access: loading (read and decode) per key loaded, writing
+//! (encode, stage and commit, fsync included) per key stored, and both over all keys loaded or
+//! stored. Pipeline cases time the second query on a pipeline, which loads every key.
 
 mod common;
 
@@ -172,6 +173,9 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
             settings.push(format!("SET fintech.pipeline = 'bench{run}'"));
         }
         if state == State::RocksDb {
+            if std::env::var("FINTECH_BENCH_NO_SYNC").is_ok() {
+                settings.push("SET fintech.rocksdb.sync = false".into());
+            }
             settings.push("SET fintech.state_backend = 'rocksdb'".into());
             settings.push(format!(
                 "SET fintech.state_path = '{}'",

@@ -47,6 +47,11 @@ const DATA: u8 = 0x03;
 const UNDO: u8 = 0x04;
 /// Number of hash buckets a state's keys are spread over.
 pub const BUCKETS: u64 = 4096;
+/// A read of at least 1/SWEEP_RATIO of a state's keys walks the state instead of looking
+/// each key up.
+const SWEEP_RATIO: u64 = 4;
+/// Steps a sweep takes towards the next key before it seeks instead.
+const SWEEP_STEPS: usize = 16;
 /// Undo entries restored per write batch during a rollback.
 const ROLLBACK_CHUNK: usize = 16_384;
 
@@ -797,6 +802,38 @@ impl RocksStore {
             .collect()
     }
 
+    /// Reads `keys` (of state `state_no`) by walking the state's key range in order: a step
+    /// to the next stored key while it is near, a seek when it is not.
+    fn sweep(&self, keys: &DataKeys, state_no: u32, out: &mut [Option<Vec<u8>>]) -> Result<()> {
+        let prefix = data_prefix(state_no);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        let mut it = self.db.raw_iterator_opt(opts);
+        let mut positioned = false;
+        for (i, key, _) in keys.iter() {
+            let mut steps = 0;
+            loop {
+                if !positioned || steps == SWEEP_STEPS {
+                    it.seek(key);
+                    positioned = true;
+                    break;
+                }
+                match it.key() {
+                    Some(k) if k < key => {
+                        it.next();
+                        steps += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if it.key() == Some(key) {
+                let value = it.value().unwrap_or_default();
+                out[i] = Some(self.unwrap_value(value)?.1.to_vec());
+            }
+        }
+        it.status().map_err(|e| self.err("read", e))
+    }
+
     /// Splits a stored value into the attempt that wrote it and the record.
     fn unwrap_value<'a>(&self, value: &'a [u8]) -> Result<(u64, &'a [u8])> {
         if value.len() < 8 {
@@ -870,11 +907,18 @@ impl StateStore for RocksStore {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
             return Ok(vec![None; keys.len()]);
         };
+        let asked = keys.len() as u64;
         let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
-        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
         let keys = DataKeys::sorted(&keys, |_, _| {});
+        let mut out = vec![None; asked as usize];
+        if meta.keys > 0 && asked * SWEEP_RATIO >= meta.keys {
+            // Much of the committed state is asked for (the first batch of a query over few
+            // symbols): one pass over the state's keys costs less than a lookup per key.
+            self.sweep(&keys, meta.state_no, &mut out)?;
+            return Ok(out);
+        }
+        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
         let sorted: Vec<&[u8]> = keys.iter().map(|(_, k, _)| k).collect();
-        let mut out = vec![None; sorted.len()];
         for ((i, _, _), value) in keys.iter().zip(self.multi_get_sorted(&sorted)?) {
             if let Some(value) = value {
                 out[i] = Some(self.unwrap_value(&value)?.1.to_vec());
@@ -1181,6 +1225,45 @@ mod tests {
             store.get_many("p", id, &[b"x"]).unwrap(),
             vec![Some(vec![6])]
         );
+    }
+
+    #[test]
+    fn sweeps_and_lookups_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RocksStore::open(dir.path().to_str().unwrap(), &FintechConfig::default()).unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        // Keys k000..k399; every other one stored, with its number as the record.
+        let key = |i: u32| format!("k{i:03}");
+        let puts = (0..400u32)
+            .step_by(2)
+            .map(|i| Put {
+                record: i.to_le_bytes().to_vec(),
+                ..put(&key(i), 0, false)
+            })
+            .collect();
+        let a = store.begin("p").unwrap();
+        let commit = Commit {
+            tag: None,
+            states: vec![info(1)],
+            puts,
+        };
+        store.commit("p", a, commit).unwrap();
+        let expect = |i: u32| i.is_multiple_of(2).then(|| i.to_le_bytes().to_vec());
+        // All keys (a sweep stepping through), a sparse few (lookups), and two runs far
+        // apart (a sweep that seeks across the gap), in scrambled order.
+        let cases: Vec<Vec<u32>> = vec![
+            (0..400).rev().collect(),
+            vec![7, 398, 100, 3],
+            (0..30).chain(370..400).rev().collect(),
+        ];
+        for asked in cases {
+            let names: Vec<String> = asked.iter().map(|&i| key(i)).collect();
+            let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+            let got = store.get_many("p", id, &refs).unwrap();
+            let want: Vec<_> = asked.iter().map(|&i| expect(i)).collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
