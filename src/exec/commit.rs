@@ -3,15 +3,75 @@
 //! commits everything at once when the last partition has consumed its input. A partition
 //! that fails or is dropped early never reports, so nothing is committed: the run rolls back
 //! what it staged when it is dropped, and the lease on the pipeline goes with it.
+//!
+//! On a disk backend, the working sets of a committed run stay in memory ([`WarmSets`]) and
+//! the next run on the same pipeline starts from them instead of loading those keys again.
 
 use std::sync::{Arc, Mutex};
 
 use datafusion::error::{DataFusionError, Result};
 
+use super::operator::WorkingSet;
 use crate::config::FintechConfig;
 use crate::state::{
     Commit, PipelineLease, Put, StateInfo, StateStore, StoreRegistry, already_committed,
 };
+
+/// The working sets that committed runs left, for the next run on the same pipeline.
+///
+/// A run takes its pipeline's entry only if nothing was committed to the pipeline since (the
+/// commit count matches) and it evaluates the same states; the entry is gone once taken, so
+/// a failed run leaves nothing behind. Each partition keeps only the keys it updated: a key
+/// that a later run sends to another partition (another `target_partitions`) is loaded from
+/// the store there, and the stale copy is dropped at the end of that run.
+#[derive(Debug, Default)]
+pub struct WarmSets {
+    entries: Mutex<Vec<WarmSet>>,
+}
+
+#[derive(Debug)]
+struct WarmSet {
+    location: String,
+    pipeline: String,
+    states: Vec<StateInfo>,
+    /// The pipeline's commit count right after the commit that left this set.
+    commits: u64,
+    partitions: Vec<Option<WorkingSet>>,
+}
+
+impl WarmSet {
+    fn bytes(&self) -> usize {
+        self.partitions.iter().flatten().map(|p| p.bytes()).sum()
+    }
+}
+
+impl WarmSets {
+    fn take(
+        &self,
+        location: &str,
+        pipeline: &str,
+        states: &[StateInfo],
+        commits: u64,
+    ) -> Option<Vec<Option<WorkingSet>>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let at = entries
+            .iter()
+            .position(|e| e.location == location && e.pipeline == pipeline)?;
+        let entry = entries.remove(at);
+        (entry.commits == commits && entry.states == states).then_some(entry.partitions)
+    }
+
+    /// Keeps `set`, dropping the oldest others while all together exceed `budget`.
+    fn put(&self, set: WarmSet, budget: usize) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|e| !(e.location == set.location && e.pipeline == set.pipeline));
+        entries.push(set);
+        let mut total: usize = entries.iter().map(|e| e.bytes()).sum();
+        while total > budget && !entries.is_empty() {
+            total -= entries.remove(0).bytes();
+        }
+    }
+}
 
 /// The pipeline a query reads from and commits to.
 #[derive(Debug)]
@@ -29,6 +89,17 @@ pub struct QueryRun {
     /// `None`: per-query state held in memory, nothing is read or written.
     pub pipeline: Option<PipelineRun>,
     progress: Mutex<Progress>,
+    /// Where the working sets go after the commit, when they are kept (disk backends).
+    warm: Option<WarmKeeper>,
+}
+
+#[derive(Debug)]
+struct WarmKeeper {
+    sets: Arc<WarmSets>,
+    /// Total budget of kept working sets (`fintech.working_set_bytes`).
+    budget: usize,
+    /// Pipeline commit count when the run started.
+    commits: u64,
 }
 
 #[derive(Debug)]
@@ -40,6 +111,10 @@ struct Progress {
     /// Something was staged and is neither committed nor rolled back yet.
     staged: bool,
     lease: Option<PipelineLease>,
+    /// Per partition: the working set it starts from, until taken.
+    warm: Vec<Option<WorkingSet>>,
+    /// Per partition: the working set it ended with, kept after the commit.
+    ended: Vec<Option<WorkingSet>>,
 }
 
 impl QueryRun {
@@ -49,11 +124,14 @@ impl QueryRun {
     pub fn start(
         config: &FintechConfig,
         registry: &StoreRegistry,
+        warm_sets: &Arc<WarmSets>,
         states: &[StateInfo],
         partitions: usize,
         commits: bool,
     ) -> Result<Self> {
         let mut lease = None;
+        let mut warm_keeper = None;
+        let mut warm = Vec::new();
         let pipeline = if config.has_pipeline() {
             let store = registry.open(config)?;
             lease = Some(registry.lease(store.as_ref(), &config.pipeline)?);
@@ -75,6 +153,17 @@ impl QueryRun {
                 }
             }
             let attempt = store.begin(&config.pipeline)?;
+            if commits && store.stages() {
+                let count = store.pipeline(&config.pipeline)?.map_or(0, |p| p.commits);
+                warm = warm_sets
+                    .take(&store.location(), &config.pipeline, states, count)
+                    .unwrap_or_default();
+                warm_keeper = Some(WarmKeeper {
+                    sets: Arc::clone(warm_sets),
+                    budget: config.working_set_bytes,
+                    commits: count,
+                });
+            }
             Some(PipelineRun {
                 store,
                 name: config.pipeline.clone(),
@@ -99,6 +188,7 @@ impl QueryRun {
         } else {
             None
         };
+        warm.resize_with(partitions, || None);
         Ok(Self {
             pipeline,
             progress: Mutex::new(Progress {
@@ -108,8 +198,23 @@ impl QueryRun {
                 commit: Commit::default(),
                 staged: false,
                 lease,
+                warm,
+                ended: (0..partitions).map(|_| None).collect(),
             }),
+            warm: warm_keeper,
         })
+    }
+
+    /// Whether partitions hand over their working sets at the end, to be kept.
+    pub fn keeps_working_sets(&self) -> bool {
+        self.warm.is_some()
+    }
+
+    /// The working set `partition` starts from: what it held after the pipeline's last
+    /// commit, if that is still current.
+    pub fn take_working_set(&self, partition: usize) -> Option<WorkingSet> {
+        let mut p = self.progress.lock().unwrap();
+        p.warm.get_mut(partition).and_then(Option::take)
     }
 
     /// Marks `partition` as started; false if this run already started it (the plan is being
@@ -153,10 +258,19 @@ impl QueryRun {
     }
 
     /// A partition consumed all its input; the last one to do so commits every partition's
-    /// updates in one atomic store commit.
-    pub fn finish_partition(&self, puts: Vec<Put>) -> Result<()> {
+    /// updates in one atomic store commit. `ended` is what the partition held, kept for the
+    /// next run if the commit succeeds.
+    pub fn finish_partition(
+        &self,
+        partition: usize,
+        puts: Vec<Put>,
+        ended: Option<WorkingSet>,
+    ) -> Result<()> {
         let mut p = self.progress.lock().unwrap();
         p.commit.puts.extend(puts);
+        if let Some(slot) = p.ended.get_mut(partition) {
+            *slot = ended;
+        }
         p.remaining -= 1;
         if p.remaining > 0 {
             return Ok(());
@@ -168,11 +282,22 @@ impl QueryRun {
             let mut commit = std::mem::take(&mut p.commit);
             commit.tag = pipeline.tag.clone();
             commit.states = std::mem::take(&mut p.states);
+            let states = commit.states.clone();
             let result = pipeline
                 .store
                 .commit(&pipeline.name, pipeline.attempt, commit);
             if result.is_ok() {
                 p.staged = false;
+                if let Some(keeper) = &self.warm {
+                    let set = WarmSet {
+                        location: pipeline.store.location(),
+                        pipeline: pipeline.name.clone(),
+                        states,
+                        commits: keeper.commits + 1,
+                        partitions: std::mem::take(&mut p.ended),
+                    };
+                    keeper.sets.put(set, keeper.budget);
+                }
             }
             result
         } else {

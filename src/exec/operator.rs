@@ -30,7 +30,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
-use super::commit::QueryRun;
+use super::commit::{QueryRun, WarmSets};
 use crate::config::{FintechConfig, LateRows};
 use crate::kernels::{Kernel, KernelState};
 use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
@@ -63,6 +63,7 @@ pub struct KeyedStateExec {
     /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
     planned: FintechConfig,
     registry: Arc<StoreRegistry>,
+    warm: Arc<WarmSets>,
     /// False under a LIMIT: whether such a query reaches the end of its input depends on
     /// timing, so it reads the pipeline's state but never commits.
     commits: bool,
@@ -85,6 +86,7 @@ impl KeyedStateExec {
         required_distribution: InputDistributionRequirements,
         planned: FintechConfig,
         registry: Arc<StoreRegistry>,
+        warm: Arc<WarmSets>,
     ) -> Result<Self> {
         // Output = input columns + one column per kernel, rows in input order: exactly what
         // DataFusion's window node derives. Only the emission differs (we stream).
@@ -104,6 +106,7 @@ impl KeyedStateExec {
             required_distribution,
             planned,
             registry,
+            warm,
             commits: true,
             run: Mutex::new(None),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -130,6 +133,7 @@ impl KeyedStateExec {
             self.required_distribution.clone(),
             self.planned.clone(),
             Arc::clone(&self.registry),
+            Arc::clone(&self.warm),
         )?;
         exec.commits = self.commits;
         Ok(exec)
@@ -150,7 +154,13 @@ impl KeyedStateExec {
     /// partition 0 to its end before it even executes partition 1, and the run must outlive
     /// that gap or partition 1 would start a run of its own and neither would commit.
     fn run_for(&self, partition: usize, config: &FintechConfig) -> Result<Arc<QueryRun>> {
-        let mut current = self.run.lock().unwrap_or_else(|e| e.into_inner());
+        // Another partition may be starting the run, waiting for the pipeline.
+        let mut current = match self.run.try_lock() {
+            Ok(current) => current,
+            Err(_) => {
+                crate::state::wait_in_place(|| self.run.lock()).unwrap_or_else(|e| e.into_inner())
+            }
+        };
         let run = match current.take() {
             Some(run) if run.claim(partition) => run,
             _ => {
@@ -158,6 +168,7 @@ impl KeyedStateExec {
                 let run = Arc::new(QueryRun::start(
                     config,
                     &self.registry,
+                    &self.warm,
                     &self.states(),
                     partitions,
                     self.commits,
@@ -277,15 +288,19 @@ impl ExecutionPlan for KeyedStateExec {
             bytes_stored: MetricBuilder::new(&self.metrics).counter("bytes_stored", partition),
             late_rows: MetricBuilder::new(&self.metrics).counter("late_rows", partition),
             evictions: MetricBuilder::new(&self.metrics).counter("evictions", partition),
+            keys_kept: MetricBuilder::new(&self.metrics).counter("keys_kept", partition),
             load_time: MetricBuilder::new(&self.metrics).subset_time("load_time", partition),
             stage_time: MetricBuilder::new(&self.metrics).subset_time("stage_time", partition),
             commit_time: MetricBuilder::new(&self.metrics).subset_time("commit_time", partition),
             fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
         };
+        let kept = run.take_working_set(partition).unwrap_or_default();
+        metrics.keys_kept.add(kept.index.len());
         Ok(Box::pin(KeyedStateStream {
             schema: self.schema(),
             input,
             folder: Folder {
+                partition,
                 budget: run.stages().then(|| {
                     config.working_set_bytes
                         / self
@@ -294,7 +309,7 @@ impl ExecutionPlan for KeyedStateExec {
                             .partition_count()
                             .max(1)
                 }),
-                cached_bytes: 0,
+                cached_bytes: kept.bytes,
                 calls: self.calls.clone(),
                 partition_by: self.partition_by.clone(),
                 key_types: self.key_types.clone(),
@@ -303,8 +318,8 @@ impl ExecutionPlan for KeyedStateExec {
                 // Index entry, slot and per-state bookkeeping.
                 slot_size_hint: 64 + 48 * self.calls.len(),
                 growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
-                index: HashMap::default(),
-                slots: Vec::new(),
+                index: kept.index,
+                slots: kept.slots,
                 run,
                 metrics,
             },
@@ -324,6 +339,8 @@ struct OperatorMetrics {
     bytes_stored: Count,
     late_rows: Count,
     evictions: Count,
+    /// Keys the partition started with, kept in memory from the pipeline's last query.
+    keys_kept: Count,
     /// Reading states from the store.
     load_time: Time,
     /// Staging evicted states.
@@ -333,13 +350,30 @@ struct OperatorMetrics {
     fold_time: Time,
 }
 
+/// What a partition holds: its keys and their states.
+#[derive(Debug, Default)]
+pub struct WorkingSet {
+    index: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Slot>,
+    /// Estimated memory.
+    bytes: usize,
+}
+
+impl WorkingSet {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// The states of one key, one per kernel call.
+#[derive(Debug)]
 struct Slot {
     states: Vec<Held>,
     dirty: bool,
 }
 
 /// A kernel's state for one key.
+#[derive(Debug)]
 struct Held {
     header: RecordHeader,
     state: KernelState,
@@ -350,6 +384,7 @@ struct Held {
 
 /// The per-partition state of the operator.
 struct Folder {
+    partition: usize,
     /// Working-set budget of this partition when the store stages; `None`: unbounded.
     budget: Option<usize>,
     /// Estimated memory of the cached keys.
@@ -502,7 +537,7 @@ impl Folder {
         let _timer = stage_time.timer();
         // In chunks: what an eviction holds in flight stays small next to the working set.
         let run = Arc::clone(&self.run);
-        self.dirty_puts(EVICTION_CHUNK_BYTES, &mut |puts| run.stage(puts))?;
+        self.dirty_puts(EVICTION_CHUNK_BYTES, false, &mut |puts| run.stage(puts))?;
         self.metrics.evictions.add(1);
         self.index.clear();
         self.slots.clear();
@@ -563,10 +598,12 @@ impl Folder {
     }
 
     /// The dirty states of every cached key, encoded as puts, handed to `sink` in chunks of
-    /// about `chunk_bytes`. Empties the key index.
+    /// about `chunk_bytes`. Empties the key index, unless `keep`: then the states stay, as
+    /// what the store holds now.
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
+        keep: bool,
         sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
     ) -> Result<()> {
         if self.run.pipeline.is_none() {
@@ -578,17 +615,22 @@ impl Folder {
             .map(|c| Arc::from(c.info.state_id.as_str()))
             .collect();
         let (mut puts, mut chunk, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize, 0usize);
-        // Both callers forget the cached keys next: the keys move into the puts.
-        for (key, s) in self.index.drain() {
-            let slot = &self.slots[s as usize];
+        // Unless kept, the keys move into the puts: the caller forgets them next.
+        let index: Box<dyn Iterator<Item = (Vec<u8>, u32)>> = if keep {
+            Box::new(self.index.iter().map(|(k, s)| (k.to_vec(), *s)))
+        } else {
+            Box::new(self.index.drain().map(|(k, s)| (k.into_vec(), s)))
+        };
+        for (key, s) in index {
+            let slot = &mut self.slots[s as usize];
             if !slot.dirty {
                 continue;
             }
             let last = slot.states.iter().rposition(|h| h.header.rows > 0);
-            let mut key = Some(key.into_vec());
+            let mut key = Some(key);
             for (c, (held, (call, id))) in slot
                 .states
-                .iter()
+                .iter_mut()
                 .zip(self.calls.iter().zip(&ids))
                 .enumerate()
             {
@@ -598,6 +640,7 @@ impl Folder {
                 let mut record = Vec::with_capacity(32);
                 encode_record(&held.header, &mut record);
                 call.kernel.encode(&held.state, &mut record);
+                let replaces = held.stored_len.replace(record.len());
                 let key = if Some(c) == last {
                     key.take().unwrap_or_default()
                 } else {
@@ -608,7 +651,7 @@ impl Folder {
                     state_id: Arc::clone(id),
                     key,
                     record,
-                    replaces: held.stored_len,
+                    replaces,
                 });
             }
             if chunk >= chunk_bytes {
@@ -634,13 +677,40 @@ impl Folder {
         let commit_time = self.metrics.commit_time.clone();
         let _timer = commit_time.timer();
         let mut puts = Vec::new();
+        let keep = self.run.keeps_working_sets();
         if self.run.commits() {
-            self.dirty_puts(usize::MAX, &mut |chunk| {
+            self.dirty_puts(usize::MAX, keep, &mut |chunk| {
                 puts.extend(chunk);
                 Ok(())
             })?;
         }
-        self.run.finish_partition(puts)
+        let ended = keep.then(|| self.updated_working_set());
+        self.run.finish_partition(self.partition, puts, ended)
+    }
+
+    /// The keys this partition updated, with their states (now what the store holds): the
+    /// working set the pipeline's next query starts from. Keys only read are left out, as a
+    /// later query may send them to another partition, which would update them.
+    fn updated_working_set(&mut self) -> WorkingSet {
+        let mut kept = WorkingSet::default();
+        let total = self.slots.len().max(1);
+        for (key, s) in self.index.drain() {
+            let mut slot = std::mem::replace(
+                &mut self.slots[s as usize],
+                Slot {
+                    states: Vec::new(),
+                    dirty: false,
+                },
+            );
+            if slot.dirty {
+                slot.dirty = false;
+                kept.index.insert(key, kept.slots.len() as u32);
+                kept.slots.push(slot);
+            }
+        }
+        kept.bytes = self.cached_bytes / total * kept.slots.len();
+        self.slots.clear();
+        kept
     }
 }
 

@@ -23,6 +23,7 @@ use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
 };
 
+use super::commit::WarmSets;
 use super::operator::{KernelCall, KeyedStateExec};
 use crate::config::FintechConfig;
 use crate::state::{KeyColumn, KeyType, StateInfo, StoreRegistry};
@@ -35,11 +36,16 @@ pub const RULE_NAME: &str = "fintech_keyed_state";
 #[derive(Debug)]
 pub struct KeyedStateRule {
     registry: Arc<StoreRegistry>,
+    /// Working sets kept between the queries of this registration.
+    warm: Arc<WarmSets>,
 }
 
 impl KeyedStateRule {
     pub fn new(registry: Arc<StoreRegistry>) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            warm: Arc::default(),
+        }
     }
 }
 
@@ -288,6 +294,7 @@ impl KeyedStateRule {
             node.input_distribution_requirements(),
             settings.clone(),
             Arc::clone(&self.registry),
+            Arc::clone(&self.warm),
         )?;
         Ok(Some(Arc::new(exec)))
     }

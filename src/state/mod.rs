@@ -12,7 +12,8 @@ pub mod rocksdb;
 
 use std::collections::HashSet;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
@@ -203,19 +204,49 @@ pub fn already_committed(pipeline: &str, tag: &str) -> DataFusionError {
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
     stores: Mutex<HashMap<(String, String), Arc<dyn StateStore>>>,
-    busy: Arc<Mutex<HashSet<(String, String)>>>,
+    busy: Arc<Busy>,
+}
+
+/// Pipelines in use, and a signal when one is released.
+#[derive(Debug, Default)]
+struct Busy {
+    pipelines: Mutex<HashSet<(String, String)>>,
+    released: Condvar,
+}
+
+/// How long a query waits for a pipeline that another query is using. A query that ended
+/// early (a LIMIT, a dropped stream) releases its pipeline when DataFusion's aborted tasks
+/// are dropped, which is asynchronous: the next query must not fail on that.
+const LEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs `wait`, which blocks, without holding up other tasks: on a worker of a
+/// multi-threaded tokio runtime, the worker's queued tasks move to another thread meanwhile.
+/// What a query waits for (an ending query's tasks being dropped) may sit in that queue.
+pub(crate) fn wait_in_place<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 /// Held by a running query: no other query may use the same pipeline until it is dropped.
 #[derive(Debug)]
 pub struct PipelineLease {
-    busy: Arc<Mutex<HashSet<(String, String)>>>,
+    busy: Arc<Busy>,
     id: (String, String),
 }
 
 impl Drop for PipelineLease {
     fn drop(&mut self) {
-        self.busy.lock().unwrap().remove(&self.id);
+        let mut pipelines = self
+            .busy
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pipelines.remove(&self.id);
+        self.busy.released.notify_all();
     }
 }
 
@@ -241,15 +272,33 @@ impl StoreRegistry {
         Ok(store)
     }
 
-    /// Reserves `pipeline` in `store` for one query.
+    /// Reserves `pipeline` in `store` for one query, waiting briefly for a query that is
+    /// ending.
     pub fn lease(&self, store: &dyn StateStore, pipeline: &str) -> Result<PipelineLease> {
         let id = (store.location(), pipeline.to_string());
-        if !self.busy.lock().unwrap().insert(id.clone()) {
-            return Err(DataFusionError::Execution(format!(
-                "pipeline '{pipeline}' is in use by another running query; pipelines take \
-                 one query at a time"
-            )));
+        let deadline = Instant::now() + LEASE_WAIT;
+        let mut pipelines = self
+            .busy
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while pipelines.contains(&id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DataFusionError::Execution(format!(
+                    "pipeline '{pipeline}' is in use by another running query; pipelines \
+                     take one query at a time"
+                )));
+            }
+            pipelines = wait_in_place(|| {
+                self.busy
+                    .released
+                    .wait_timeout(pipelines, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            });
         }
+        pipelines.insert(id.clone());
         Ok(PipelineLease {
             busy: Arc::clone(&self.busy),
             id,

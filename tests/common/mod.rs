@@ -66,9 +66,14 @@ pub fn random_ticks(seed: u64, rows: usize, symbols: usize) -> RecordBatch {
 }
 
 pub fn context(partitions: usize) -> SessionContext {
-    let config = SessionConfig::new()
+    // Small batches: DataFusion hash-partitions (runs `partitions` partitions) only inputs
+    // larger than a batch, and test inputs are small. Sources stay one ordered partition: split,
+    // DataFusion would sort by ts itself and apply ties in its sort's order, not the input's.
+    let mut config = SessionConfig::new()
         .with_target_partitions(partitions)
+        .with_batch_size(64)
         .with_information_schema(true);
+    config.options_mut().optimizer.repartition_file_scans = false;
     let ctx = SessionContext::new_with_config(config);
     datafusion_fintech::register_all(&ctx).unwrap();
     ctx
