@@ -134,8 +134,11 @@ async fn connect(
     partitions: usize,
     state_dir: PathBuf,
 ) -> Result<FintechDb, DbError> {
+    // Small batches: DataFusion hash-partitions only inputs larger than a batch, and the test
+    // tables are small; without this, 'partitions-4' would run one partition.
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
+        .with_batch_size(if partitions > 1 { 2 } else { 8192 })
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     datafusion_fintech::register_all(&ctx).map_err(DbError)?;
