@@ -29,8 +29,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, DBCompressionType, DBPinnableSlice, DEFAULT_COLUMN_FAMILY_NAME,
-    Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DBPinnableSlice,
+    DEFAULT_COLUMN_FAMILY_NAME, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteBufferManager, WriteOptions,
 };
 
 use super::codec::KeyColumn;
@@ -560,8 +561,10 @@ impl RocksStore {
         opts.set_memtable_whole_key_filtering(true);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(512);
-        // The default column family named, so that `cf_handle` finds it for batched reads.
-        let db = DB::open_cf(&opts, &path, [DEFAULT_COLUMN_FAMILY_NAME])
+        // The default column family named, so that `cf_handle` finds it for batched reads,
+        // with these options (`DB::open_cf` would give it RocksDB's defaults).
+        let family = ColumnFamilyDescriptor::new(DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
+        let db = DB::open_cf_descriptors(&opts, &path, [family])
             .map_err(|e| db_error(&path, "open", e))?;
         if !existing {
             // Synced: a directory we created must never be left without its marker.
@@ -1297,6 +1300,35 @@ mod tests {
         for (i, k, v) in sorted.iter() {
             assert_eq!(k, data_key(input[i].0, input[i].1));
             assert_eq!(v, [i as u8]);
+        }
+    }
+
+    #[test]
+    fn data_has_the_configured_table_options() {
+        // RocksDB writes the options it runs with to OPTIONS-* files: the state's column
+        // family must have bloom filters, LZ4 and a memtable filter, not RocksDB's defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RocksStore::open(dir.path().to_str().unwrap(), &FintechConfig::default()).unwrap();
+        drop(store);
+        let options: String = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("OPTIONS-")
+            })
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        for want in [
+            "compression=kLZ4Compression",
+            "filter_policy=bloomfilter",
+            "memtable_whole_key_filtering=true",
+            "cache_index_and_filter_blocks=true",
+        ] {
+            assert!(options.contains(want), "{want} missing from:\n{options}");
         }
     }
 
