@@ -4,7 +4,7 @@
 //! that fails or is dropped early never reports, so nothing is committed: the run rolls back
 //! what it staged when it is dropped, and the lease on the pipeline goes with it.
 //!
-//! On a disk backend, the working sets of a committed run stay in memory ([`WarmSets`]) and
+//! On a disk backend, the working sets of a committed run stay in memory ([`KeptSets`]) and
 //! the next run on the same pipeline starts from them instead of loading those keys again.
 
 use std::sync::{Arc, Mutex};
@@ -25,12 +25,12 @@ use crate::state::{
 /// that a later run sends to another partition (another `target_partitions`) is loaded from
 /// the store there, and the stale copy is dropped at the end of that run.
 #[derive(Debug, Default)]
-pub struct WarmSets {
-    entries: Mutex<Vec<WarmSet>>,
+pub struct KeptSets {
+    entries: Mutex<Vec<KeptSet>>,
 }
 
 #[derive(Debug)]
-struct WarmSet {
+struct KeptSet {
     location: String,
     pipeline: String,
     states: Vec<StateInfo>,
@@ -39,13 +39,13 @@ struct WarmSet {
     partitions: Vec<Option<WorkingSet>>,
 }
 
-impl WarmSet {
+impl KeptSet {
     fn bytes(&self) -> usize {
         self.partitions.iter().flatten().map(|p| p.bytes()).sum()
     }
 }
 
-impl WarmSets {
+impl KeptSets {
     fn take(
         &self,
         location: &str,
@@ -62,7 +62,7 @@ impl WarmSets {
     }
 
     /// Keeps `set`, dropping the oldest others while all together exceed `budget`.
-    fn put(&self, set: WarmSet, budget: usize) {
+    fn put(&self, set: KeptSet, budget: usize) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|e| !(e.location == set.location && e.pipeline == set.pipeline));
         entries.push(set);
@@ -90,12 +90,12 @@ pub struct QueryRun {
     pub pipeline: Option<PipelineRun>,
     progress: Mutex<Progress>,
     /// Where the working sets go after the commit, when they are kept (disk backends).
-    warm: Option<WarmKeeper>,
+    keeper: Option<Keeper>,
 }
 
 #[derive(Debug)]
-struct WarmKeeper {
-    sets: Arc<WarmSets>,
+struct Keeper {
+    sets: Arc<KeptSets>,
     /// Total budget of kept working sets (`fintech.working_set_bytes`).
     budget: usize,
     /// Pipeline commit count when the run started.
@@ -112,7 +112,7 @@ struct Progress {
     staged: bool,
     lease: Option<PipelineLease>,
     /// Per partition: the working set it starts from, until taken.
-    warm: Vec<Option<WorkingSet>>,
+    kept: Vec<Option<WorkingSet>>,
     /// Per partition: the working set it ended with, kept after the commit.
     ended: Vec<Option<WorkingSet>>,
 }
@@ -124,14 +124,14 @@ impl QueryRun {
     pub fn start(
         config: &FintechConfig,
         registry: &StoreRegistry,
-        warm_sets: &Arc<WarmSets>,
+        kept_sets: &Arc<KeptSets>,
         states: &[StateInfo],
         partitions: usize,
         commits: bool,
     ) -> Result<Self> {
         let mut lease = None;
-        let mut warm_keeper = None;
-        let mut warm = Vec::new();
+        let mut keeper = None;
+        let mut kept = Vec::new();
         let pipeline = if config.has_pipeline() {
             let store = registry.open(config)?;
             lease = Some(registry.lease(store.as_ref(), &config.pipeline)?);
@@ -155,11 +155,11 @@ impl QueryRun {
             let attempt = store.begin(&config.pipeline)?;
             if commits && store.stages() {
                 let count = store.pipeline(&config.pipeline)?.map_or(0, |p| p.commits);
-                warm = warm_sets
+                kept = kept_sets
                     .take(&store.location(), &config.pipeline, states, count)
                     .unwrap_or_default();
-                warm_keeper = Some(WarmKeeper {
-                    sets: Arc::clone(warm_sets),
+                keeper = Some(Keeper {
+                    sets: Arc::clone(kept_sets),
                     budget: config.working_set_bytes,
                     commits: count,
                 });
@@ -188,7 +188,7 @@ impl QueryRun {
         } else {
             None
         };
-        warm.resize_with(partitions, || None);
+        kept.resize_with(partitions, || None);
         Ok(Self {
             pipeline,
             progress: Mutex::new(Progress {
@@ -198,23 +198,23 @@ impl QueryRun {
                 commit: Commit::default(),
                 staged: false,
                 lease,
-                warm,
+                kept,
                 ended: (0..partitions).map(|_| None).collect(),
             }),
-            warm: warm_keeper,
+            keeper,
         })
     }
 
     /// Whether partitions hand over their working sets at the end, to be kept.
     pub fn keeps_working_sets(&self) -> bool {
-        self.warm.is_some()
+        self.keeper.is_some()
     }
 
     /// The working set `partition` starts from: what it held after the pipeline's last
     /// commit, if that is still current.
     pub fn take_working_set(&self, partition: usize) -> Option<WorkingSet> {
         let mut p = self.progress.lock().unwrap();
-        p.warm.get_mut(partition).and_then(Option::take)
+        p.kept.get_mut(partition).and_then(Option::take)
     }
 
     /// Marks `partition` as started; false if this run already started it (the plan is being
@@ -288,8 +288,8 @@ impl QueryRun {
                 .commit(&pipeline.name, pipeline.attempt, commit);
             if result.is_ok() {
                 p.staged = false;
-                if let Some(keeper) = &self.warm {
-                    let set = WarmSet {
+                if let Some(keeper) = &self.keeper {
+                    let set = KeptSet {
                         location: pipeline.store.location(),
                         pipeline: pipeline.name.clone(),
                         states,

@@ -30,7 +30,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
-use super::commit::{QueryRun, WarmSets};
+use super::commit::{KeptSets, QueryRun};
 use crate::config::{FintechConfig, LateRows};
 use crate::kernels::{Kernel, KernelState};
 use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
@@ -63,7 +63,7 @@ pub struct KeyedStateExec {
     /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
     planned: FintechConfig,
     registry: Arc<StoreRegistry>,
-    warm: Arc<WarmSets>,
+    kept_sets: Arc<KeptSets>,
     /// False under a LIMIT: whether such a query reaches the end of its input depends on
     /// timing, so it reads the pipeline's state but never commits.
     commits: bool,
@@ -86,7 +86,7 @@ impl KeyedStateExec {
         required_distribution: InputDistributionRequirements,
         planned: FintechConfig,
         registry: Arc<StoreRegistry>,
-        warm: Arc<WarmSets>,
+        kept_sets: Arc<KeptSets>,
     ) -> Result<Self> {
         // Output = input columns + one column per kernel, rows in input order: exactly what
         // DataFusion's window node derives. Only the emission differs (we stream).
@@ -106,7 +106,7 @@ impl KeyedStateExec {
             required_distribution,
             planned,
             registry,
-            warm,
+            kept_sets,
             commits: true,
             run: Mutex::new(None),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -133,7 +133,7 @@ impl KeyedStateExec {
             self.required_distribution.clone(),
             self.planned.clone(),
             Arc::clone(&self.registry),
-            Arc::clone(&self.warm),
+            Arc::clone(&self.kept_sets),
         )?;
         exec.commits = self.commits;
         Ok(exec)
@@ -168,7 +168,7 @@ impl KeyedStateExec {
                 let run = Arc::new(QueryRun::start(
                     config,
                     &self.registry,
-                    &self.warm,
+                    &self.kept_sets,
                     &self.states(),
                     partitions,
                     self.commits,

@@ -23,7 +23,7 @@ use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
 };
 
-use super::commit::WarmSets;
+use super::commit::KeptSets;
 use super::operator::{KernelCall, KeyedStateExec};
 use crate::config::FintechConfig;
 use crate::state::{KeyColumn, KeyType, StateInfo, StoreRegistry};
@@ -37,14 +37,14 @@ pub const RULE_NAME: &str = "fintech_keyed_state";
 pub struct KeyedStateRule {
     registry: Arc<StoreRegistry>,
     /// Working sets kept between the queries of this registration.
-    warm: Arc<WarmSets>,
+    kept_sets: Arc<KeptSets>,
 }
 
 impl KeyedStateRule {
     pub fn new(registry: Arc<StoreRegistry>) -> Self {
         Self {
             registry,
-            warm: Arc::default(),
+            kept_sets: Arc::default(),
         }
     }
 }
@@ -294,7 +294,7 @@ impl KeyedStateRule {
             node.input_distribution_requirements(),
             settings.clone(),
             Arc::clone(&self.registry),
-            Arc::clone(&self.warm),
+            Arc::clone(&self.kept_sets),
         )?;
         Ok(Some(Arc::new(exec)))
     }

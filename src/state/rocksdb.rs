@@ -555,10 +555,6 @@ impl RocksStore {
         opts.set_block_based_table_factory(&table);
         opts.set_write_buffer_manager(&shared.write_buffers);
         opts.set_compression_type(DBCompressionType::Lz4);
-        // A bloom filter over the memtable's whole keys: reads of keys it does not hold (new
-        // keys, keys already flushed to tables) skip the skiplist search.
-        opts.set_memtable_prefix_bloom_ratio(0.02);
-        opts.set_memtable_whole_key_filtering(true);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(512);
         // The default column family named, so that `cf_handle` finds it for batched reads,
@@ -1306,7 +1302,7 @@ mod tests {
     #[test]
     fn data_has_the_configured_table_options() {
         // RocksDB writes the options it runs with to OPTIONS-* files: the state's column
-        // family must have bloom filters, LZ4 and a memtable filter, not RocksDB's defaults.
+        // family must have bloom filters and LZ4, not RocksDB's defaults.
         let dir = tempfile::tempdir().unwrap();
         let store =
             RocksStore::open(dir.path().to_str().unwrap(), &FintechConfig::default()).unwrap();
@@ -1325,7 +1321,6 @@ mod tests {
         for want in [
             "compression=kLZ4Compression",
             "filter_policy=bloomfilter",
-            "memtable_whole_key_filtering=true",
             "cache_index_and_filter_blocks=true",
         ] {
             assert!(options.contains(want), "{want} missing from:\n{options}");
