@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench kernels` (release profile). The workload is 1M ts-ordered rows over
 //! 1,000 symbols in 8,192-row batches; set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
-//! change it, and `FINTECH_BENCH_NO_SYNC` to run RocksDB commits without fsync. Prints rows/s,
+//! change it, `FINTECH_BENCH_NO_SYNC` to run RocksDB commits without fsync and
+//! `FINTECH_BENCH_WORKING_SET` to set `fintech.working_set_bytes` for RocksDB. Prints rows/s,
 //! peak RSS and the cost of state access: loading (read and decode) per key loaded, writing
 //! (encode, stage and commit, fsync included) per key stored, and both over all keys loaded or
 //! stored. Pipeline cases time the second query on a pipeline; "reopened" runs it in a new
@@ -177,6 +178,9 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
         if matches!(state, State::RocksDb | State::RocksDbReopened) {
             if std::env::var("FINTECH_BENCH_NO_SYNC").is_ok() {
                 settings.push("SET fintech.rocksdb.sync = false".into());
+            }
+            if let Ok(bytes) = std::env::var("FINTECH_BENCH_WORKING_SET") {
+                settings.push(format!("SET fintech.working_set_bytes = {bytes}"));
             }
             settings.push("SET fintech.state_backend = 'rocksdb'".into());
             settings.push(format!(
