@@ -366,7 +366,7 @@ impl WorkingSet {
 }
 
 /// The states of one key, one per kernel call.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Slot {
     states: Vec<Held>,
     dirty: bool,
@@ -537,7 +537,7 @@ impl Folder {
         let _timer = stage_time.timer();
         // In chunks: what an eviction holds in flight stays small next to the working set.
         let run = Arc::clone(&self.run);
-        self.dirty_puts(EVICTION_CHUNK_BYTES, false, &mut |puts| run.stage(puts))?;
+        self.dirty_puts(EVICTION_CHUNK_BYTES, None, &mut |puts| run.stage(puts))?;
         self.metrics.evictions.add(1);
         self.index.clear();
         self.slots.clear();
@@ -560,9 +560,11 @@ impl Folder {
             let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
             for call in &self.calls {
                 let records = p.store.get_many(&p.name, &call.info.state_id, &key_refs)?;
-                let found: Vec<_> = records.iter().flatten().collect();
-                let bytes: usize = found.iter().map(|r| r.len()).sum();
-                self.metrics.keys_loaded.add(found.len());
+                let (found, bytes) = records
+                    .iter()
+                    .flatten()
+                    .fold((0, 0), |(n, b), r| (n + 1, b + r.len()));
+                self.metrics.keys_loaded.add(found);
                 self.metrics.bytes_loaded.add(bytes);
                 loaded.push(records);
             }
@@ -598,12 +600,14 @@ impl Folder {
     }
 
     /// The dirty states of every cached key, encoded as puts, handed to `sink` in chunks of
-    /// about `chunk_bytes`. Empties the key index, unless `keep`: then the states stay, as
-    /// what the store holds now.
+    /// about `chunk_bytes`; empties the key index. With `keep`, the updated keys and their
+    /// states (now what the store holds) move there: the working set the pipeline's next
+    /// query starts from. Keys only read are left out, as a later query may send them to
+    /// another partition, which would update them.
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
-        keep: bool,
+        mut keep: Option<&mut WorkingSet>,
         sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
     ) -> Result<()> {
         if self.run.pipeline.is_none() {
@@ -615,18 +619,16 @@ impl Folder {
             .map(|c| Arc::from(c.info.state_id.as_str()))
             .collect();
         let (mut puts, mut chunk, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize, 0usize);
-        // Unless kept, the keys move into the puts: the caller forgets them next.
-        let index: Box<dyn Iterator<Item = (Vec<u8>, u32)>> = if keep {
-            Box::new(self.index.iter().map(|(k, s)| (k.to_vec(), *s)))
-        } else {
-            Box::new(self.index.drain().map(|(k, s)| (k.into_vec(), s)))
-        };
-        for (key, s) in index {
+        for (key, s) in self.index.drain() {
             let slot = &mut self.slots[s as usize];
             if !slot.dirty {
                 continue;
             }
-            let last = slot.states.iter().rposition(|h| h.header.rows > 0);
+            // Unless kept, the key moves into the key's last put.
+            let last = match keep {
+                Some(_) => None,
+                None => slot.states.iter().rposition(|h| h.header.rows > 0),
+            };
             let mut key = Some(key);
             for (c, (held, (call, id))) in slot
                 .states
@@ -642,9 +644,9 @@ impl Folder {
                 call.kernel.encode(&held.state, &mut record);
                 let replaces = held.stored_len.replace(record.len());
                 let key = if Some(c) == last {
-                    key.take().unwrap_or_default()
+                    key.take().map(Vec::from).unwrap_or_default()
                 } else {
-                    key.clone().unwrap_or_default()
+                    key.as_deref().map(<[u8]>::to_vec).unwrap_or_default()
                 };
                 chunk += key.len() + record.len();
                 puts.push(Put {
@@ -653,6 +655,12 @@ impl Folder {
                     record,
                     replaces,
                 });
+            }
+            if let (Some(kept), Some(key)) = (keep.as_deref_mut(), key) {
+                let mut slot = std::mem::take(slot);
+                slot.dirty = false;
+                kept.index.insert(key, kept.slots.len() as u32);
+                kept.slots.push(slot);
             }
             if chunk >= chunk_bytes {
                 keys += puts.len();
@@ -671,46 +679,25 @@ impl Folder {
         Ok(())
     }
 
-    /// Hands the dirty states to the run, which commits when every partition is done.
+    /// Hands the dirty states to the run, which commits when every partition is done, and,
+    /// when the run keeps working sets, the keys this partition updated.
     fn finish(&mut self) -> Result<()> {
         // The final updates go into the commit itself, all at once.
         let commit_time = self.metrics.commit_time.clone();
         let _timer = commit_time.timer();
         let mut puts = Vec::new();
-        let keep = self.run.keeps_working_sets();
+        let mut kept = self.run.keeps_working_sets().then(WorkingSet::default);
+        let total = self.slots.len().max(1);
         if self.run.commits() {
-            self.dirty_puts(usize::MAX, keep, &mut |chunk| {
+            self.dirty_puts(usize::MAX, kept.as_mut(), &mut |chunk| {
                 puts.extend(chunk);
                 Ok(())
             })?;
         }
-        let ended = keep.then(|| self.updated_working_set());
-        self.run.finish_partition(self.partition, puts, ended)
-    }
-
-    /// The keys this partition updated, with their states (now what the store holds): the
-    /// working set the pipeline's next query starts from. Keys only read are left out, as a
-    /// later query may send them to another partition, which would update them.
-    fn updated_working_set(&mut self) -> WorkingSet {
-        let mut kept = WorkingSet::default();
-        let total = self.slots.len().max(1);
-        for (key, s) in self.index.drain() {
-            let mut slot = std::mem::replace(
-                &mut self.slots[s as usize],
-                Slot {
-                    states: Vec::new(),
-                    dirty: false,
-                },
-            );
-            if slot.dirty {
-                slot.dirty = false;
-                kept.index.insert(key, kept.slots.len() as u32);
-                kept.slots.push(slot);
-            }
+        if let Some(kept) = kept.as_mut() {
+            kept.bytes = self.cached_bytes / total * kept.slots.len();
         }
-        kept.bytes = self.cached_bytes / total * kept.slots.len();
-        self.slots.clear();
-        kept
+        self.run.finish_partition(self.partition, puts, kept)
     }
 }
 

@@ -112,6 +112,7 @@ struct DataKeys {
     entries: Vec<Entry>,
 }
 
+#[derive(Clone, Copy)]
 struct Entry {
     start: usize,
     key_end: usize,
@@ -156,15 +157,8 @@ impl DataKeys {
                 bytes[x.start..x.key_end].cmp(&bytes[y.start..y.key_end])
             })
         });
-        let mut sorted = Vec::with_capacity(entries.len());
-        let mut entries: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
-        for (_, _, _, i) in order {
-            sorted.extend(entries[i].take());
-        }
-        Self {
-            bytes,
-            entries: sorted,
-        }
+        let entries = order.iter().map(|o| entries[o.3]).collect();
+        Self { bytes, entries }
     }
 
     /// (position in the input, data key, value), in key order.
