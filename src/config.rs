@@ -63,6 +63,8 @@ pub struct FintechConfig {
     pub rocksdb_block_cache_bytes: usize,
     /// RocksDB memtable budget shared by every state in the process (charged to the cache).
     pub rocksdb_write_buffer_bytes: usize,
+    /// Commit-log memory shared by every RocksDB state in the process; 0: no commit log.
+    pub rocksdb_commit_log_bytes: usize,
 }
 
 impl Default for FintechConfig {
@@ -77,6 +79,7 @@ impl Default for FintechConfig {
             rocksdb_sync: true,
             rocksdb_block_cache_bytes: 128 << 20,
             rocksdb_write_buffer_bytes: 64 << 20,
+            rocksdb_commit_log_bytes: 64 << 20,
         }
     }
 }
@@ -123,6 +126,12 @@ const ENTRIES: &[(&str, &str)] = &[
         "rocksdb.write_buffer_bytes",
         "RocksDB memtable memory shared by every state in the process (default 64 MiB; set \
          before the first RocksDB store opens).",
+    ),
+    (
+        "rocksdb.commit_log_bytes",
+        "Records of recent small RocksDB commits held in memory and in the commit log before \
+         they are folded into the state's keys, for every state in the process (default 64 \
+         MiB; 0: every commit writes its keys; read when a store opens).",
     ),
 ];
 
@@ -245,6 +254,7 @@ impl ExtensionOptions for FintechConfig {
             "rocksdb.write_buffer_bytes" => {
                 self.rocksdb_write_buffer_bytes = parse_bytes(key, value)?
             }
+            "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes = parse_bytes(key, value)?,
             other => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting fintech.{other}: the fintech settings are {}",
@@ -274,6 +284,7 @@ impl ExtensionOptions for FintechConfig {
                     "rocksdb.sync" => self.rocksdb_sync.to_string(),
                     "rocksdb.block_cache_bytes" => self.rocksdb_block_cache_bytes.to_string(),
                     "rocksdb.write_buffer_bytes" => self.rocksdb_write_buffer_bytes.to_string(),
+                    "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes.to_string(),
                     _ => unreachable!(),
                 }),
                 description,

@@ -202,15 +202,27 @@ fn fintech_sql(script: &str) -> std::process::Child {
 fn settings(state: &Path) -> String {
     format!(
         "SET fintech.state_backend = 'rocksdb'; SET fintech.state_path = '{}';
-         SET fintech.pipeline = 'crash'; SET fintech.working_set_bytes = 200000;",
+         SET fintech.pipeline = 'crash';",
         state.display()
     )
 }
 
+/// How a consumer uses the store. A batch updates 2,400 states, ~0.4 MB in memory.
+///
+/// Part of each batch's updates are staged (which folds the commit log first), the rest go
+/// to the commit log with the commit.
+const STAGING_AND_LOG: &str =
+    "SET datafusion.execution.batch_size = 1000; SET fintech.working_set_bytes = 900000;";
+/// Every commit written to its data keys, none to the commit log.
+const NO_LOG: &str = "SET fintech.rocksdb.commit_log_bytes = 0;";
+/// Commits go to the commit log, which folds every few commits.
+const LOG_FOLDING: &str = "SET fintech.rocksdb.commit_log_bytes = 1000000;";
+
 /// The script that processes batches `from..to`, each committed with its tag, each writing
 /// its output rows to out_<i>.csv.
-fn consumer_script(dir: &Path, state: &Path, from: usize, to: usize) -> String {
+fn consumer_script(dir: &Path, state: &Path, tuning: &str, from: usize, to: usize) -> String {
     let mut s = settings(state);
+    s.push_str(tuning);
     for i in from..to {
         s.push_str(&format!(
             "CREATE EXTERNAL TABLE b{i} (seq BIGINT, ts BIGINT, symbol VARCHAR, price DOUBLE,
@@ -273,45 +285,63 @@ fn write_batches(dir: &Path, batches: usize, rows: usize) {
     }
 }
 
+/// A directory under `dir` holding a copy of the batch files of `data_dir`.
+fn batch_dir(dir: &Path, name: &str, data_dir: &Path, batches: usize) -> std::path::PathBuf {
+    let out = dir.join(name);
+    std::fs::create_dir(&out).unwrap();
+    for i in 0..batches {
+        let file = format!("batch_{i}.csv");
+        std::fs::copy(data_dir.join(&file), out.join(&file)).unwrap();
+    }
+    out
+}
+
 /// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and
-/// end with exactly the state and outputs of an uninterrupted run.
+/// end with exactly the state and outputs of an uninterrupted run. Each seed uses the store
+/// another way: staging and the commit log, no commit log, a commit log that folds.
 #[test]
 fn sigkill_at_random_points_then_resume() {
     const BATCHES: usize = 10;
+    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING];
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, BATCHES, 6_000);
 
-    // The uninterrupted run.
-    let clean_dir = dir.path().join("clean");
-    std::fs::create_dir(&clean_dir).unwrap();
-    for i in 0..BATCHES {
-        std::fs::copy(
-            data_dir.join(format!("batch_{i}.csv")),
-            clean_dir.join(format!("batch_{i}.csv")),
-        )
-        .unwrap();
+    // Uninterrupted runs: every way of using the store ends with the same state and rows.
+    let clean_dir = batch_dir(dir.path(), "clean", &data_dir, BATCHES);
+    let mut expected_state = String::new();
+    let mut full = Vec::new();
+    for (t, tuning) in tunings.iter().enumerate() {
+        let run_dir = batch_dir(dir.path(), &format!("clean{t}"), &data_dir, BATCHES);
+        let state = run_dir.join("state");
+        let start = Instant::now();
+        run_to_end(&consumer_script(&run_dir, &state, tuning, 0, BATCHES));
+        full.push(start.elapsed());
+        let dumped = dump_state(&state);
+        if t == 0 {
+            assert!(dumped.contains("batch-9"));
+            expected_state = dumped;
+            for i in 0..BATCHES {
+                let out = format!("out_{i}.csv");
+                std::fs::copy(run_dir.join(&out), clean_dir.join(&out)).unwrap();
+            }
+        } else {
+            assert_eq!(dumped, expected_state, "uninterrupted, with {tuning}");
+            for i in 0..BATCHES {
+                let out = format!("out_{i}.csv");
+                let a = std::fs::read_to_string(clean_dir.join(&out)).unwrap();
+                let b = std::fs::read_to_string(run_dir.join(&out)).unwrap();
+                assert_eq!(a, b, "uninterrupted, with {tuning}: output of batch {i}");
+            }
+        }
     }
-    let clean_state = dir.path().join("clean_state");
-    let start = Instant::now();
-    run_to_end(&consumer_script(&clean_dir, &clean_state, 0, BATCHES));
-    let full = start.elapsed();
-    let expected_state = dump_state(&clean_state);
-    assert!(expected_state.contains("batch-9"));
 
     let mut killed_running = 0;
     for seed in 0..3u64 {
+        let tuning = tunings[seed as usize];
         let mut rng = SmallRng::seed_from_u64(seed);
-        let run_dir = dir.path().join(format!("run{seed}"));
-        std::fs::create_dir(&run_dir).unwrap();
-        for i in 0..BATCHES {
-            std::fs::copy(
-                data_dir.join(format!("batch_{i}.csv")),
-                run_dir.join(format!("batch_{i}.csv")),
-            )
-            .unwrap();
-        }
+        let run_dir = batch_dir(dir.path(), &format!("run{seed}"), &data_dir, BATCHES);
         let state = run_dir.join("state");
         let mut kills = 0;
         let mut resumed_from = BTreeMap::new();
@@ -321,11 +351,11 @@ fn sigkill_at_random_points_then_resume() {
             if from == BATCHES {
                 break;
             }
-            let mut child = fintech_sql(&consumer_script(&run_dir, &state, from, BATCHES));
+            let mut child = fintech_sql(&consumer_script(&run_dir, &state, tuning, from, BATCHES));
             if kills < 3 {
                 // Somewhere inside what is left of the work (the machine's speed varies).
                 let left = (BATCHES - from) as f64 / BATCHES as f64;
-                let delay = full.mul_f64(rng.random_range(0.02..0.8) * left);
+                let delay = full[seed as usize].mul_f64(rng.random_range(0.02..0.8) * left);
                 std::thread::sleep(delay);
                 if child.try_wait().unwrap().is_none() {
                     killed_running += 1;
@@ -347,7 +377,7 @@ fn sigkill_at_random_points_then_resume() {
         assert_eq!(
             dump_state(&state),
             expected_state,
-            "seed {seed}, resumed at {resumed_from:?}"
+            "seed {seed}, with {tuning}, resumed at {resumed_from:?}"
         );
         // Every batch the last, unkilled consumer processed wrote the same rows. (Outputs of
         // killed consumers may be cut short after their commit: files are not transactional.)
@@ -359,7 +389,7 @@ fn sigkill_at_random_points_then_resume() {
         eprintln!("seed {seed}: killed at batches {resumed_from:?}, finished from {final_from:?}");
     }
     assert!(
-        killed_running >= 3,
+        killed_running >= 6,
         "only {killed_running} kills hit a running consumer"
     );
 }
@@ -464,10 +494,10 @@ fn state_survives_the_process() {
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, 2, 500);
-    run_to_end(&consumer_script(&data_dir, &state, 0, 1));
+    run_to_end(&consumer_script(&data_dir, &state, STAGING_AND_LOG, 0, 1));
     let after_first = dump_state(&state);
     assert!(after_first.contains("batch-0"));
     assert_eq!(dump_state(&state), after_first, "reading changes nothing");
-    run_to_end(&consumer_script(&data_dir, &state, 1, 2));
+    run_to_end(&consumer_script(&data_dir, &state, STAGING_AND_LOG, 1, 2));
     assert!(dump_state(&state).contains("batch-1"));
 }

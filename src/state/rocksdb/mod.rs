@@ -4,12 +4,13 @@
 //! layout (the first byte names the key space):
 //!
 //! ```text
-//! 00 "format"                               layout marker: b"datafusion-fintech/1"
+//! 00 "format"                               layout marker: b"datafusion-fintech/2"
 //! 00 "next_state" / 00 "next_attempt"       counters
 //! 01 pipeline                               pipeline meta: commits, last commit, tag, in-flight attempt
 //! 02 pipeline 00 state_id                   state meta: state number, keys, bytes, StateInfo
 //! 03 state_no:u32 bucket:u16 key            attempt:u64 + record of one key (bucket = FNV-1a(key) mod 4096)
 //! 04 attempt:u64 len:u32 datakey seq:u64    undo entry: the value datakey had before the attempt
+//! 05 seq:u64                                commit log entry: the records of one commit (see log.rs)
 //! ```
 //!
 //! The bucket prefix groups keys the way Flink's key groups and RisingWave's vnodes do, so a
@@ -20,10 +21,18 @@
 //! goes into the same batch as an undo entry holding the key's previous value, so after a
 //! crash or a failed query the attempt is rolled back from its undo entries. The WAL orders
 //! batches, so whatever survives a crash is a prefix of the attempt, undo included.
+//!
+//! A commit that is small next to `fintech.rocksdb.commit_log_bytes` writes its records as one
+//! commit log entry instead of one key each ([`log`]); reads find them in memory until a fold
+//! writes them to their data keys. Staging folds first, so that undo entries and staged
+//! records always concern the data keys alone.
+//!
+//! Layout 1 (before the commit log) is layout 2 without log entries: a layout-1 directory is
+//! opened and its marker is rewritten to layout 2, so that an older build refuses it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
@@ -39,8 +48,13 @@ use super::memory::now_micros;
 use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 use crate::config::FintechConfig;
 use crate::kernels::Reader;
+use log::{CommitLog, LOG};
 
-const FORMAT: &[u8] = b"datafusion-fintech/1";
+mod log;
+
+const FORMAT: &[u8] = b"datafusion-fintech/2";
+/// The layout before the commit log, which this build opens and upgrades.
+const FORMAT_1: &[u8] = b"datafusion-fintech/1";
 const META: u8 = 0x00;
 const PIPELINE: u8 = 0x01;
 const STATE: u8 = 0x02;
@@ -95,10 +109,21 @@ fn bucket(key: &[u8]) -> u16 {
     (fnv1a(key) % BUCKETS) as u16
 }
 
+/// Appends the data key of `key` in state `state_no` to `out`; returns the key's bucket.
+fn push_data_key(out: &mut Vec<u8>, state_no: u32, key: &[u8]) -> u16 {
+    let bucket = bucket(key);
+    out.push(DATA);
+    out.extend_from_slice(&state_no.to_be_bytes());
+    out.extend_from_slice(&bucket.to_be_bytes());
+    out.extend_from_slice(key);
+    bucket
+}
+
 #[cfg(test)]
 fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
-    let keys = DataKeys::sorted(&[(state_no, key)], |_, _| {});
-    keys.iter().next().unwrap().1.to_vec()
+    let mut out = Vec::new();
+    push_data_key(&mut out, state_no, key);
+    out
 }
 
 /// Data keys, each with an optional value, in RocksDB's order and in one buffer.
@@ -132,12 +157,8 @@ impl DataKeys {
         // touch the keys themselves.
         let mut order: Vec<(u32, u16, u128, usize)> = Vec::with_capacity(keys.len());
         for (i, (state_no, key)) in keys.iter().enumerate() {
-            let bucket = bucket(key);
             let start = bytes.len();
-            bytes.push(DATA);
-            bytes.extend_from_slice(&state_no.to_be_bytes());
-            bytes.extend_from_slice(&bucket.to_be_bytes());
-            bytes.extend_from_slice(key);
+            let bucket = push_data_key(&mut bytes, *state_no, key);
             let key_end = bytes.len();
             value(i, &mut bytes);
             entries.push(Entry {
@@ -418,20 +439,31 @@ fn shared(settings: &FintechConfig) -> &'static Shared {
     })
 }
 
+/// Per state number: the change in (keys, bytes) that writes make.
+type Deltas = HashMap<u32, (i64, i64)>;
+
+/// (state number, key) pairs.
+type StateKeys<'a> = Vec<(u32, &'a [u8])>;
+
 #[derive(Debug, Default)]
 struct Pending {
     /// Next undo sequence number.
     seq: u64,
     /// Per state number: (keys added, bytes added) by staged writes of the attempt.
-    deltas: HashMap<u32, (i64, i64)>,
+    deltas: Deltas,
 }
 
 pub struct RocksStore {
     path: PathBuf,
     db: DB,
     sync: bool,
-    /// Serializes metadata changes (commits, stages, rollbacks, counters).
+    /// Serializes metadata changes (commits, stages, rollbacks, counters) and folds.
     write: Mutex<Writer>,
+    /// Records of the commit log entries not folded yet; changed only under `write`.
+    log: RwLock<CommitLog>,
+    /// `fintech.rocksdb.commit_log_bytes` as the store opened: the budget of the process's
+    /// commit logs, all together.
+    commit_log_bytes: usize,
 }
 
 #[derive(Default)]
@@ -518,7 +550,7 @@ impl RocksStore {
                 .get(meta_key("format"))
                 .map_err(|e| db_error(&path, "read", e))?;
             match format.as_deref() {
-                Some(FORMAT) => {}
+                Some(FORMAT) | Some(FORMAT_1) => {}
                 Some(other) => {
                     return Err(DataFusionError::Execution(format!(
                         "state directory {} has layout '{}', this build reads '{}'; nothing \
@@ -556,8 +588,12 @@ impl RocksStore {
         let family = ColumnFamilyDescriptor::new(DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
         let db = DB::open_cf_descriptors(&opts, &path, [family])
             .map_err(|e| db_error(&path, "open", e))?;
-        if !existing {
-            // Synced: a directory we created must never be left without its marker.
+        let format = db
+            .get(meta_key("format"))
+            .map_err(|e| db_error(&path, "read", e))?;
+        if format.as_deref() != Some(FORMAT) {
+            // Synced: a directory we created must never be left without its marker, and one
+            // of layout 1 is marked as layout 2 before it can hold a commit log entry.
             let mut sync = WriteOptions::default();
             sync.set_sync(true);
             db.put_opt(meta_key("format"), FORMAT, &sync)
@@ -574,7 +610,26 @@ impl RocksStore {
             db,
             sync: settings.rocksdb_sync,
             write: Mutex::new(writer),
+            log: RwLock::default(),
+            commit_log_bytes: settings.rocksdb_commit_log_bytes,
         };
+        // The commit log entries that were not folded before the store closed.
+        {
+            let mut log = store.log_mut();
+            for (k, v) in store.scan_prefix(&[LOG])? {
+                let seq = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or_default();
+                log.apply(seq, &v).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "state directory {} is damaged: {e}; it was left untouched",
+                        store.path.display()
+                    ))
+                })?;
+            }
+        }
         // Scratch pipelines of per-query state that a crashed process left behind.
         for (k, v) in store.scan_prefix(&[PIPELINE])? {
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
@@ -590,6 +645,36 @@ impl RocksStore {
     /// The writer lock; a panic elsewhere does not stop rollbacks from running.
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log(&self) -> std::sync::RwLockReadGuard<'_, CommitLog> {
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_mut(&self) -> std::sync::RwLockWriteGuard<'_, CommitLog> {
+        self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes every record of the commit log to its data key and deletes the log entries, in
+    /// one batch. The caller holds the writer lock, so the log cannot change meanwhile.
+    fn fold(&self, _w: &mut Writer) -> Result<()> {
+        let log = self.log();
+        if log.is_empty() {
+            return Ok(());
+        }
+        let records = log.sorted();
+        let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 1024);
+        for (k, v) in records {
+            batch.put(k, v);
+        }
+        batch.delete_range([LOG], [LOG + 1]);
+        // Not synced: until a later synced write, a crash may lose the fold, and then the
+        // log entries it would have deleted are still there.
+        self.write(batch, false)?;
+        drop(log);
+        self.log_mut().clear();
+        Ok(())
     }
 
     fn err(&self, what: &str, e: rocksdb::Error) -> DataFusionError {
@@ -689,19 +774,13 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// Writes `puts` of `attempt` into `batch`, in key order, and returns per state number the
-    /// change in keys and bytes (from what each put replaces); with `undo`, the first write of
-    /// a key in the attempt also records the value it replaces.
-    fn write_puts(
-        &self,
-        w: &mut Writer,
-        batch: &mut WriteBatch,
+    /// The (state number, key) of each put, and per state number the change in keys and bytes
+    /// that the puts make (from what each replaces).
+    fn keys_and_deltas<'a>(
         metas: &HashMap<String, StateMeta>,
-        puts: &[Put],
-        attempt: u64,
-        undo: bool,
-    ) -> Result<HashMap<u32, (i64, i64)>> {
-        let mut deltas: HashMap<u32, (i64, i64)> = HashMap::default();
+        puts: &'a [Put],
+    ) -> Result<(StateKeys<'a>, Deltas)> {
+        let mut deltas: Deltas = HashMap::default();
         let mut keys = Vec::with_capacity(puts.len());
         for put in puts {
             let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
@@ -718,6 +797,22 @@ impl RocksStore {
             }
             keys.push((meta.state_no, put.key.as_slice()));
         }
+        Ok((keys, deltas))
+    }
+
+    /// Writes `puts` of `attempt` into `batch`, in key order, and returns per state number the
+    /// change in keys and bytes; with `undo`, the first write of a key in the attempt also
+    /// records the value it replaces.
+    fn write_puts(
+        &self,
+        w: &mut Writer,
+        batch: &mut WriteBatch,
+        metas: &HashMap<String, StateMeta>,
+        puts: &[Put],
+        attempt: u64,
+        undo: bool,
+    ) -> Result<Deltas> {
+        let (keys, deltas) = Self::keys_and_deltas(metas, puts)?;
         // In key order: RocksDB's memtable inserts a run of ascending keys several times
         // faster than the same keys in hash order. A stored value is the attempt that wrote
         // the record (so that a later stage of the same attempt knows the key's undo entry
@@ -797,13 +892,18 @@ impl RocksStore {
 
     /// Reads `keys` (of state `state_no`) by walking the state's key range in order: a step
     /// to the next stored key while it is near, a seek when it is not.
-    fn sweep(&self, keys: &DataKeys, state_no: u32, out: &mut [Option<Vec<u8>>]) -> Result<()> {
+    fn sweep(
+        &self,
+        keys: &[(usize, &[u8])],
+        state_no: u32,
+        out: &mut [Option<Vec<u8>>],
+    ) -> Result<()> {
         let prefix = data_prefix(state_no);
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(prefix_end(&prefix));
         let mut it = self.db.raw_iterator_opt(opts);
         let mut positioned = false;
-        for (i, key, _) in keys.iter() {
+        for &(i, key) in keys {
             let mut steps = 0;
             loop {
                 if !positioned || steps == SWEEP_STEPS {
@@ -900,21 +1000,34 @@ impl StateStore for RocksStore {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
             return Ok(vec![None; keys.len()]);
         };
-        let asked = keys.len() as u64;
+        let mut out = vec![None; keys.len()];
         let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
         let keys = DataKeys::sorted(&keys, |_, _| {});
-        let mut out = vec![None; asked as usize];
-        if meta.keys > 0 && asked * SWEEP_RATIO >= meta.keys {
+        // The commit log first: it holds the newest records of the keys it has.
+        let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(out.len());
+        {
+            let log = self.log();
+            for (i, key, _) in keys.iter() {
+                match log.get(key) {
+                    Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
+                    None => rest.push((i, key)),
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        if meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys {
             // Much of the committed state is asked for (the first batch of a query over few
             // symbols): one pass over the state's keys costs less than a lookup per key.
-            self.sweep(&keys, meta.state_no, &mut out)?;
+            self.sweep(&rest, meta.state_no, &mut out)?;
             return Ok(out);
         }
         // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
-        let sorted: Vec<&[u8]> = keys.iter().map(|(_, k, _)| k).collect();
-        for ((i, _, _), value) in keys.iter().zip(self.multi_get_sorted(&sorted)?) {
+        let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
+        for ((i, _), value) in rest.iter().zip(self.multi_get_sorted(&sorted)?) {
             if let Some(value) = value {
-                out[i] = Some(self.unwrap_value(&value)?.1.to_vec());
+                out[*i] = Some(self.unwrap_value(&value)?.1.to_vec());
             }
         }
         Ok(out)
@@ -924,9 +1037,15 @@ impl StateStore for RocksStore {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
             return Ok(vec![]);
         };
+        let prefix = data_prefix(meta.state_no);
+        let log = self.log();
+        let logged = log.with_prefix(&prefix);
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = self
-            .scan_prefix(&data_prefix(meta.state_no))?
+            .scan_prefix(&prefix)?
             .into_iter()
+            .filter(|(k, _)| log.get(k).is_none())
+            .map(|(k, v)| (k, v.into_vec()))
+            .chain(logged.map(|(k, v)| (k.into(), v.to_vec())))
             .map(|(k, v)| Ok((k[7..].to_vec(), self.unwrap_value(&v)?.1.to_vec())))
             .collect::<Result<_>>()?;
         // Bucket order is hash order; give callers key order, as the memory store does.
@@ -955,6 +1074,9 @@ impl StateStore for RocksStore {
         puts: Vec<Put>,
     ) -> Result<()> {
         let mut w = self.writer();
+        // Staged records and their undo entries concern data keys: a record of the commit log
+        // would hide a staged one.
+        self.fold(&mut w)?;
         let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&puts));
         let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
         if meta.in_flight != Some(attempt) {
@@ -1025,7 +1147,33 @@ impl StateStore for RocksStore {
         }
         let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&commit.puts));
         let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, &commit.puts, attempt, false)?;
+        let payload: usize = commit
+            .puts
+            .iter()
+            .map(|p| 7 + p.key.len() + p.record.len())
+            .sum();
+        let logged =
+            2 * log::Entry::held_bytes(commit.puts.len(), payload) <= self.commit_log_bytes;
+        let (deltas, entry) = if commit.puts.is_empty() {
+            (HashMap::default(), None)
+        } else if logged {
+            // One value for all the records, in input order: no per-key write, no sort.
+            let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
+            let mut entry = log::Entry::new(attempt, payload + 8 * keys.len());
+            for ((state_no, key), put) in keys.iter().zip(&commit.puts) {
+                entry.push(|out| _ = push_data_key(out, *state_no, key), &put.record);
+            }
+            let seq = self.log().next_seq();
+            batch.put(log::entry_key(seq), &entry.value);
+            (deltas, Some((seq, entry)))
+        } else {
+            // Too big for the log: written to the data keys, which the log's records of the
+            // same keys would hide, so those go first.
+            self.fold(&mut w)?;
+            let deltas =
+                self.write_puts(&mut w, &mut batch, &metas, &commit.puts, attempt, false)?;
+            (deltas, None)
+        };
         let staged = w.pending.remove(&attempt).unwrap_or_default();
         for m in metas.values_mut() {
             let (mut k, mut b) = deltas.get(&m.state_no).copied().unwrap_or_default();
@@ -1046,7 +1194,20 @@ impl StateStore for RocksStore {
         if staged.seq > 0 {
             batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
         }
-        self.write(batch, self.sync)
+        self.write(batch, self.sync)?;
+        if let Some((seq, entry)) = entry {
+            let mut log = self.log_mut();
+            log.apply(seq, &entry.value)
+                .map_err(DataFusionError::Internal)?;
+            let over = log.over(self.commit_log_bytes);
+            drop(log);
+            if over {
+                // The commit is durable whatever happens now: a fold that fails here is
+                // done by the next commit or stage, which reports the error if it persists.
+                let _ = self.fold(&mut w);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1105,12 +1266,28 @@ mod tests {
         assert!(PipelineMeta::decode(&p.encode()[..5]).is_err());
     }
 
+    /// Settings with a commit log budget: 0 writes every commit to its data keys, a huge one
+    /// never folds but when a stage or the test asks.
+    fn with_log(commit_log_bytes: usize) -> FintechConfig {
+        FintechConfig {
+            rocksdb_commit_log_bytes: commit_log_bytes,
+            ..FintechConfig::default()
+        }
+    }
+
+    const NEVER_FOLDS: usize = 1 << 50;
+
     #[test]
     fn staged_updates_roll_back_and_commit() {
+        for budget in [0, NEVER_FOLDS] {
+            staged_updates_roll_back_and_commit_with(budget);
+        }
+    }
+
+    fn staged_updates_roll_back_and_commit_with(commit_log_bytes: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let settings = FintechConfig::default();
-        let store = RocksStore::open(path.to_str().unwrap(), &settings).unwrap();
+        let store = RocksStore::open(path.to_str().unwrap(), &with_log(commit_log_bytes)).unwrap();
         let a = store.begin("p").unwrap();
         store
             .commit(
@@ -1223,8 +1400,8 @@ mod tests {
     #[test]
     fn sweeps_and_lookups_read_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            RocksStore::open(dir.path().to_str().unwrap(), &FintechConfig::default()).unwrap();
+        // Without a commit log, so that reads go to RocksDB.
+        let store = RocksStore::open(dir.path().to_str().unwrap(), &with_log(0)).unwrap();
         let id = "ewma(price,0.5)@symbol";
         // Keys k000..k399; every other one stored, with its number as the record.
         let key = |i: u32| format!("k{i:03}");
@@ -1257,6 +1434,130 @@ mod tests {
             let want: Vec<_> = asked.iter().map(|&i| expect(i)).collect();
             assert_eq!(got, want);
         }
+    }
+
+    fn commit(store: &RocksStore, puts: Vec<Put>) {
+        let attempt = store.begin("p").unwrap();
+        let commit = Commit {
+            tag: None,
+            states: vec![info(1)],
+            puts,
+        };
+        store.commit("p", attempt, commit).unwrap();
+    }
+
+    #[test]
+    fn commit_log_is_read_first_folded_and_read_back_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let path = path.to_str().unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        let all: [&[u8]; 3] = [b"x", b"y", b"z"];
+        let store = RocksStore::open(path, &with_log(NEVER_FOLDS)).unwrap();
+        commit(&store, vec![put("x", 1, false), put("y", 1, false)]);
+        commit(&store, vec![put("x", 2, true)]);
+        // Logged, not in the data keys.
+        assert_eq!(store.scan_prefix(&[DATA]).unwrap(), vec![]);
+        assert_eq!(store.scan_prefix(&[LOG]).unwrap().len(), 2);
+        let want = vec![Some(vec![2]), Some(vec![1]), None];
+        assert_eq!(store.get_many("p", id, &all).unwrap(), want);
+        let rows = vec![(b"x".to_vec(), vec![2]), (b"y".to_vec(), vec![1])];
+        assert_eq!(store.scan("p", id).unwrap(), rows);
+
+        // Read back when the store opens again.
+        drop(store);
+        let store = RocksStore::open(path, &with_log(NEVER_FOLDS)).unwrap();
+        assert_eq!(store.get_many("p", id, &all).unwrap(), want);
+        assert_eq!(store.scan("p", id).unwrap(), rows);
+        let s = &store.states("p").unwrap()[0];
+        assert_eq!((s.keys, s.bytes), (2, 4));
+
+        // A fold writes the newest records to the data keys and deletes the entries; a key
+        // logged after it (y) is read from the log, the others (x) from RocksDB.
+        store.fold(&mut store.writer()).unwrap();
+        assert!(store.log().is_empty());
+        assert_eq!(store.scan_prefix(&[LOG]).unwrap(), vec![]);
+        assert_eq!(store.scan_prefix(&[DATA]).unwrap().len(), 2);
+        commit(&store, vec![put("y", 3, true), put("z", 3, false)]);
+        let want = vec![Some(vec![2]), Some(vec![3]), Some(vec![3])];
+        assert_eq!(store.get_many("p", id, &all).unwrap(), want);
+        let rows = vec![
+            (b"x".to_vec(), vec![2]),
+            (b"y".to_vec(), vec![3]),
+            (b"z".to_vec(), vec![3]),
+        ];
+        assert_eq!(store.scan("p", id).unwrap(), rows);
+
+        // Staging folds first: the staged record is read, and a rollback restores what the
+        // log held.
+        let b = store.begin("p").unwrap();
+        store
+            .stage("p", b, &[info(1)], vec![put("y", 4, true)])
+            .unwrap();
+        assert!(store.log().is_empty());
+        assert_eq!(
+            store.get_many("p", id, &all).unwrap(),
+            vec![Some(vec![2]), Some(vec![4]), Some(vec![3])]
+        );
+        store.rollback("p", b).unwrap();
+        assert_eq!(store.get_many("p", id, &all).unwrap(), want);
+
+        // A commit too big for the log is written to the data keys, after a fold.
+        commit(&store, vec![put("z", 5, true)]);
+        drop(store);
+        let store = RocksStore::open(path, &with_log(0)).unwrap();
+        assert!(!store.log().is_empty());
+        commit(&store, vec![put("x", 6, true)]);
+        assert!(store.log().is_empty());
+        assert_eq!(
+            store.get_many("p", id, &all).unwrap(),
+            vec![Some(vec![6]), Some(vec![3]), Some(vec![5])]
+        );
+        let s = &store.states("p").unwrap()[0];
+        assert_eq!((s.keys, s.bytes), (3, 6));
+    }
+
+    #[test]
+    fn damaged_log_and_unknown_layouts_are_refused_and_layout_1_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let path = path.to_str().unwrap();
+        let reopen = |f: &dyn Fn(&DB)| {
+            let store = RocksStore::open(path, &with_log(NEVER_FOLDS)).unwrap();
+            f(&store.db);
+            drop(store);
+            RocksStore::open(path, &with_log(NEVER_FOLDS))
+        };
+        fn layout(v: &'static [u8]) -> impl Fn(&DB) {
+            move |db: &DB| db.put(meta_key("format"), v).unwrap()
+        }
+        let upgraded = reopen(&layout(FORMAT_1)).unwrap();
+        assert_eq!(upgraded.get(&meta_key("format")).unwrap().unwrap(), FORMAT);
+        drop(upgraded);
+        let err = reopen(&layout(b"datafusion-fintech/9"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has layout 'datafusion-fintech/9'"), "{err}");
+        let err = RocksStore::open(path, &FintechConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has layout"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let path = path.to_str().unwrap();
+        let store = RocksStore::open(path, &with_log(NEVER_FOLDS)).unwrap();
+        commit(&store, vec![put("x", 1, false)]);
+        store
+            .db
+            .put(log::entry_key(7), [1, 2, 3, 4, 5, 6, 7, 8, 9])
+            .unwrap();
+        drop(store);
+        let err = RocksStore::open(path, &with_log(NEVER_FOLDS))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commit log entry 7 is damaged"), "{err}");
+        assert!(err.contains(path), "{err}");
     }
 
     #[test]
