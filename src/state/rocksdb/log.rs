@@ -3,8 +3,8 @@
 //! Every key RocksDB writes is a memtable (skiplist) insert, and on this kind of machine that
 //! costs 0.5–0.8 µs: a commit of a thousand small records spends most of its time there. So a
 //! commit whose records are small next to `fintech.rocksdb.commit_log_bytes` is written as one
-//! *log entry* (`05 seq:u64`, all its records), in the same atomic batch as the pipeline's
-//! metadata. The records of the entries written since the last fold are also held here, in
+//! *log entry* (`05 seq:u64`, all its records, in the column family `commit_log`), in the same
+//! atomic batch as the pipeline's metadata. The records of the entries written since the last fold are also held here, in
 //! memory, newest per key, and reads look here before they look in RocksDB.
 //!
 //! Once the entries of every store in the process pass the budget, a store *folds*: one batch
@@ -15,6 +15,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::HashMap;
+
+/// The column family of the log entries.
+pub(super) const LOG_FAMILY: &str = "commit_log";
 
 /// The key space of log entries.
 pub(super) const LOG: u8 = 0x05;

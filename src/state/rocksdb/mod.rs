@@ -10,6 +10,11 @@
 //! 02 pipeline 00 state_id                   state meta: state number, keys, bytes, StateInfo
 //! 03 state_no:u32 bucket:u16 key            attempt:u64 + record of one key (bucket = FNV-1a(key) mod 4096)
 //! 04 attempt:u64 len:u32 datakey seq:u64    undo entry: the value datakey had before the attempt
+//! ```
+//!
+//! and, in the column family `commit_log`:
+//!
+//! ```text
 //! 05 seq:u64                                commit log entry: the records of one commit (see log.rs)
 //! ```
 //!
@@ -38,9 +43,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, DBPinnableSlice,
-    DEFAULT_COLUMN_FAMILY_NAME, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteBufferManager, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    DBPinnableSlice, DEFAULT_COLUMN_FAMILY_NAME, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use super::codec::KeyColumn;
@@ -48,7 +53,7 @@ use super::memory::now_micros;
 use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 use crate::config::FintechConfig;
 use crate::kernels::Reader;
-use log::{CommitLog, LOG};
+use log::{CommitLog, LOG, LOG_FAMILY};
 
 mod log;
 
@@ -583,10 +588,18 @@ impl RocksStore {
         opts.set_compression_type(DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(512);
+        opts.create_missing_column_families(true);
         // The default column family named, so that `cf_handle` finds it for batched reads,
-        // with these options (`DB::open_cf` would give it RocksDB's defaults).
-        let family = ColumnFamilyDescriptor::new(DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
-        let db = DB::open_cf_descriptors(&opts, &path, [family])
+        // with these options (`DB::open_cf` would give it RocksDB's defaults). The commit log
+        // has its own: a log entry is one large value, read once, and a table block that
+        // held it and metadata keys would be decompressed whole by every metadata read.
+        let mut log_opts = opts.clone();
+        log_opts.set_compression_type(DBCompressionType::None);
+        let families = [
+            ColumnFamilyDescriptor::new(DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(LOG_FAMILY, log_opts),
+        ];
+        let db = DB::open_cf_descriptors(&opts, &path, families)
             .map_err(|e| db_error(&path, "open", e))?;
         let format = db
             .get(meta_key("format"))
@@ -616,7 +629,7 @@ impl RocksStore {
         // The commit log entries that were not folded before the store closed.
         {
             let mut log = store.log_mut();
-            for (k, v) in store.scan_prefix(&[LOG])? {
+            for (k, v) in store.log_entries()? {
                 let seq = k
                     .get(1..9)
                     .and_then(|b| b.try_into().ok())
@@ -668,7 +681,7 @@ impl RocksStore {
         for (k, v) in records {
             batch.put(k, v);
         }
-        batch.delete_range([LOG], [LOG + 1]);
+        batch.delete_range_cf(self.family(LOG_FAMILY)?, [LOG], [LOG + 1]);
         // Not synced: until a later synced write, a crash may lose the fold, and then the
         // log entries it would have deleted are still there.
         self.write(batch, false)?;
@@ -877,14 +890,24 @@ impl RocksStore {
         Ok(())
     }
 
+    fn family(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| DataFusionError::Internal(format!("no column family {name}")))
+    }
+
+    /// The commit log entries, in order.
+    fn log_entries(&self) -> Result<Vec<KeyValue>> {
+        self.db
+            .iterator_cf(self.family(LOG_FAMILY)?, IteratorMode::Start)
+            .map(|item| item.map_err(|e| self.err("read the commit log", e)))
+            .collect()
+    }
+
     /// Values of `keys`, which must be sorted, in one batched read.
     fn multi_get_sorted(&self, keys: &[&[u8]]) -> Result<Vec<Option<DBPinnableSlice<'_>>>> {
-        let cf = self
-            .db
-            .cf_handle(DEFAULT_COLUMN_FAMILY_NAME)
-            .ok_or_else(|| DataFusionError::Internal("no default column family".into()))?;
         self.db
-            .batched_multi_get_cf(cf, keys, true)
+            .batched_multi_get_cf(self.family(DEFAULT_COLUMN_FAMILY_NAME)?, keys, true)
             .into_iter()
             .map(|r| r.map_err(|e| self.err("read", e)))
             .collect()
@@ -1164,7 +1187,7 @@ impl StateStore for RocksStore {
                 entry.push(|out| _ = push_data_key(out, *state_no, key), &put.record);
             }
             let seq = self.log().next_seq();
-            batch.put(log::entry_key(seq), &entry.value);
+            batch.put_cf(self.family(LOG_FAMILY)?, log::entry_key(seq), &entry.value);
             (deltas, Some((seq, entry)))
         } else {
             // Too big for the log: written to the data keys, which the log's records of the
@@ -1458,7 +1481,7 @@ mod tests {
         commit(&store, vec![put("x", 2, true)]);
         // Logged, not in the data keys.
         assert_eq!(store.scan_prefix(&[DATA]).unwrap(), vec![]);
-        assert_eq!(store.scan_prefix(&[LOG]).unwrap().len(), 2);
+        assert_eq!(store.log_entries().unwrap().len(), 2);
         let want = vec![Some(vec![2]), Some(vec![1]), None];
         assert_eq!(store.get_many("p", id, &all).unwrap(), want);
         let rows = vec![(b"x".to_vec(), vec![2]), (b"y".to_vec(), vec![1])];
@@ -1476,7 +1499,7 @@ mod tests {
         // logged after it (y) is read from the log, the others (x) from RocksDB.
         store.fold(&mut store.writer()).unwrap();
         assert!(store.log().is_empty());
-        assert_eq!(store.scan_prefix(&[LOG]).unwrap(), vec![]);
+        assert_eq!(store.log_entries().unwrap(), vec![]);
         assert_eq!(store.scan_prefix(&[DATA]).unwrap().len(), 2);
         commit(&store, vec![put("y", 3, true), put("z", 3, false)]);
         let want = vec![Some(vec![2]), Some(vec![3]), Some(vec![3])];
@@ -1550,7 +1573,11 @@ mod tests {
         commit(&store, vec![put("x", 1, false)]);
         store
             .db
-            .put(log::entry_key(7), [1, 2, 3, 4, 5, 6, 7, 8, 9])
+            .put_cf(
+                store.family(LOG_FAMILY).unwrap(),
+                log::entry_key(7),
+                [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            )
             .unwrap();
         drop(store);
         let err = RocksStore::open(path, &with_log(NEVER_FOLDS))
