@@ -1061,14 +1061,21 @@ impl StateStore for RocksStore {
             return Ok(vec![]);
         };
         let prefix = data_prefix(meta.state_no);
-        let log = self.log();
-        let logged = log.with_prefix(&prefix);
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = self
+        // The commit log's records of the state, copied: commits need not wait for the scan.
+        let logged: HashMap<Vec<u8>, Vec<u8>> = self
+            .log()
+            .with_prefix(&prefix)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let stored: Vec<KeyValue> = self
             .scan_prefix(&prefix)?
             .into_iter()
-            .filter(|(k, _)| log.get(k).is_none())
-            .map(|(k, v)| (k, v.into_vec()))
-            .chain(logged.map(|(k, v)| (k.into(), v.to_vec())))
+            .filter(|(k, _)| !logged.contains_key(k.as_ref()))
+            .collect();
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = stored
+            .into_iter()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .chain(logged)
             .map(|(k, v)| Ok((k[7..].to_vec(), self.unwrap_value(&v)?.1.to_vec())))
             .collect::<Result<_>>()?;
         // Bucket order is hash order; give callers key order, as the memory store does.
