@@ -97,6 +97,12 @@ impl CommitLog {
         self.records.is_empty()
     }
 
+    /// Estimated memory of the records, superseded ones included.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     /// Sequence number of the next entry.
     pub fn next_seq(&self) -> u64 {
         self.next

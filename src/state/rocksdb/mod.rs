@@ -1548,6 +1548,32 @@ mod tests {
     }
 
     #[test]
+    fn commit_log_folds_when_it_passes_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        // A one-put commit holds 81 bytes: logged while 2 x 81 <= 200. The budget is for the
+        // whole process (other tests' stores too), so when folds happen varies, but this
+        // store's own log never stays above it: three commits fold at least once.
+        let store = RocksStore::open(dir.path().to_str().unwrap(), &with_log(200)).unwrap();
+        for value in 1..=3 {
+            commit(&store, vec![put("x", value, value > 1)]);
+            assert!(store.log().held() <= 200);
+            assert_eq!(
+                store.get_many("p", id, &[b"x"]).unwrap(),
+                vec![Some(vec![value])]
+            );
+        }
+        let stored = store.get(&data_key(0, b"x")).unwrap().unwrap();
+        assert!((1..=3).contains(&store.unwrap_value(&stored).unwrap().1[0]));
+        // Too big for this budget: written to its key, not logged.
+        commit(&store, vec![put("x", 4, true), put("y", 4, false)]);
+        assert!(store.log().is_empty());
+        assert_eq!(store.log_entries().unwrap(), vec![]);
+        let stored = store.get(&data_key(0, b"y")).unwrap().unwrap();
+        assert_eq!(store.unwrap_value(&stored).unwrap().1, [4]);
+    }
+
+    #[test]
     fn damaged_log_and_unknown_layouts_are_refused_and_layout_1_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
