@@ -559,7 +559,7 @@ impl Folder {
         if let Some(p) = &self.run.pipeline {
             let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
             for call in &self.calls {
-                let records = p.store.get_many(&p.name, &call.info.state_id, &key_refs)?;
+                let records = p.store.load(&p.name, &call.info.state_id, &key_refs)?;
                 let (found, bytes) = records
                     .iter()
                     .flatten()

@@ -134,14 +134,20 @@ pub trait StateStore: Debug + Send + Sync {
     fn pipeline(&self, name: &str) -> Result<Option<PipelineInfo>>;
     fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>>;
     fn state_info(&self, pipeline: &str, state_id: &str) -> Result<Option<StateInfo>>;
-    /// Records of `keys` in one call, `None` for a key never committed.
+    /// Committed records of `keys` in one call, `None` for a key without one: what the state
+    /// tables show, whatever a running query has staged.
     fn get_many(
         &self,
         pipeline: &str,
         state_id: &str,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>>;
-    /// All (key, record) pairs of a state, in key order.
+    /// Records of `keys` as the pipeline's running query sees them: what it staged (see
+    /// [`StateStore::stage`]), else what is committed.
+    fn load(&self, pipeline: &str, state_id: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.get_many(pipeline, state_id, keys)
+    }
+    /// All committed (key, record) pairs of a state, in key order.
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Starts a query's write attempt on `pipeline`: first rolls back what an earlier attempt
     /// staged and never committed (a crash, a failed query), then returns a new attempt id.
@@ -155,9 +161,9 @@ pub trait StateStore: Debug + Send + Sync {
         false
     }
 
-    /// Writes updates of an attempt that is not committed yet. [`StateStore::get_many`] sees
-    /// them; a commit publishes them, a rollback (or the next `begin` after a crash) undoes
-    /// them.
+    /// Writes updates of an attempt that is not committed yet. [`StateStore::load`] sees
+    /// them, [`StateStore::get_many`] and [`StateStore::scan`] do not; a commit publishes
+    /// them, a rollback (or the next `begin` after a crash) undoes them.
     fn stage(
         &self,
         _pipeline: &str,

@@ -45,7 +45,7 @@ use datafusion::error::{DataFusionError, Result};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
     DBPinnableSlice, DEFAULT_COLUMN_FAMILY_NAME, Direction, IteratorMode, Options, ReadOptions,
-    WriteBatch, WriteBufferManager, WriteOptions,
+    Snapshot, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use super::codec::KeyColumn;
@@ -450,6 +450,15 @@ type Deltas = HashMap<u32, (i64, i64)>;
 /// (state number, key) pairs.
 type StateKeys<'a> = Vec<(u32, &'a [u8])>;
 
+/// Which records a read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// Committed records: one that an attempt in flight staged reads as the one it replaced.
+    Committed,
+    /// What the pipeline's running attempt sees: what it staged, else what is committed.
+    Running,
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     /// Next undo sequence number.
@@ -724,7 +733,15 @@ impl RocksStore {
 
     /// All (key, value) pairs whose key starts with `prefix`.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.scan_prefix_at(prefix, None)
+    }
+
+    /// All (key, value) pairs whose key starts with `prefix`, as `snapshot` saw them.
+    fn scan_prefix_at(&self, prefix: &[u8], snapshot: Option<&Snapshot>) -> Result<Vec<KeyValue>> {
         let mut opts = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            opts.set_snapshot(snapshot);
+        }
         opts.set_iterate_upper_bound(prefix_end(prefix));
         opts.fill_cache(false);
         self.db
@@ -861,7 +878,7 @@ impl RocksStore {
             .filter(|(i, _, _)| puts[*i].replaces.is_some())
             .map(|(_, k, _)| k)
             .collect();
-        let mut previous = self.multi_get_sorted(&existing)?.into_iter();
+        let mut previous = self.multi_get_sorted(&existing, None)?.into_iter();
         let p = w.pending.entry(attempt).or_default();
         let mut entries = Vec::new();
         for (i, datakey, _) in keys.iter() {
@@ -904,25 +921,37 @@ impl RocksStore {
             .collect()
     }
 
-    /// Values of `keys`, which must be sorted, in one batched read.
-    fn multi_get_sorted(&self, keys: &[&[u8]]) -> Result<Vec<Option<DBPinnableSlice<'_>>>> {
+    /// Values of `keys`, which must be sorted, in one batched read (as `snapshot` saw them).
+    fn multi_get_sorted(
+        &self,
+        keys: &[&[u8]],
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Vec<Option<DBPinnableSlice<'_>>>> {
+        let mut opts = ReadOptions::default();
+        if let Some(snapshot) = snapshot {
+            opts.set_snapshot(snapshot);
+        }
+        let family = self.family(DEFAULT_COLUMN_FAMILY_NAME)?;
         self.db
-            .batched_multi_get_cf(self.family(DEFAULT_COLUMN_FAMILY_NAME)?, keys, true)
+            .batched_multi_get_cf_opt(family, keys, true, &opts)
             .into_iter()
             .map(|r| r.map_err(|e| self.err("read", e)))
             .collect()
     }
 
-    /// Reads `keys` (of state `state_no`) by walking the state's key range in order: a step
-    /// to the next stored key while it is near, a seek when it is not.
+    /// Reads `keys` (of state `state_no`, as `snapshot` sees them) by walking the state's key
+    /// range in order: a step to the next stored key while it is near, a seek when it is not.
+    /// `found(i, data key, value)` takes each stored value.
     fn sweep(
         &self,
         keys: &[(usize, &[u8])],
         state_no: u32,
-        out: &mut [Option<Vec<u8>>],
+        snapshot: &Snapshot,
+        mut found: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
         let prefix = data_prefix(state_no);
         let mut opts = ReadOptions::default();
+        opts.set_snapshot(snapshot);
         opts.set_iterate_upper_bound(prefix_end(&prefix));
         let mut it = self.db.raw_iterator_opt(opts);
         let mut positioned = false;
@@ -943,11 +972,140 @@ impl RocksStore {
                 }
             }
             if it.key() == Some(key) {
-                let value = it.value().unwrap_or_default();
-                out[i] = Some(self.unwrap_value(value)?.1.to_vec());
+                found(i, key, it.value().unwrap_or_default())?;
             }
         }
         it.status().map_err(|e| self.err("read", e))
+    }
+
+    /// The attempt in flight on `pipeline`, as `snapshot` saw it.
+    fn in_flight(&self, snapshot: &Snapshot, pipeline: &str) -> Result<Option<u64>> {
+        let bytes = snapshot
+            .get(pipeline_key(pipeline))
+            .map_err(|e| self.err("read", e))?;
+        let meta = bytes
+            .map(|b| PipelineMeta::decode(&b))
+            .transpose()
+            .map_err(|e| self.damaged(&format!("pipeline '{pipeline}'"), e))?;
+        Ok(meta.and_then(|m| m.in_flight))
+    }
+
+    /// The first undo entry `attempt` wrote for `key`, as `snapshot` saw it: `Some(None)` if
+    /// the key had no value before the attempt, `None` if the attempt did not write the key.
+    fn undo_entry(
+        &self,
+        snapshot: &Snapshot,
+        attempt: u64,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>> {
+        let mut prefix = undo_prefix(attempt);
+        prefix.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        prefix.extend_from_slice(key);
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(snapshot);
+        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(&prefix);
+        let entry = match it.value() {
+            Some([1, old @ ..]) => Some(Some(old.to_vec())),
+            Some(_) => Some(None),
+            None => None,
+        };
+        it.status().map_err(|e| self.err("read", e))?;
+        Ok(entry)
+    }
+
+    /// The stored value `datakey` had before `attempt` staged it (`None`: it had none).
+    fn before_attempt(
+        &self,
+        snapshot: &Snapshot,
+        attempt: u64,
+        datakey: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        self.undo_entry(snapshot, attempt, datakey)?.ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "damaged state in {}: a record staged by attempt {attempt} has no undo entry",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The record of a stored value as `view` shows it, given the attempt in flight on the
+    /// value's pipeline (`staging`): a record that attempt staged reads, committed, as the
+    /// record it replaced.
+    fn record_in_view(
+        &self,
+        snapshot: &Snapshot,
+        staging: Option<u64>,
+        datakey: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let (attempt, record) = self.unwrap_value(value)?;
+        if staging != Some(attempt) {
+            return Ok(Some(record.to_vec()));
+        }
+        match self.before_attempt(snapshot, attempt, datakey)? {
+            Some(old) => Ok(Some(self.unwrap_value(&old)?.1.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records of `keys` of a state: committed ones, or also what the pipeline's running
+    /// attempt staged. One snapshot: a staged record and its undo entry are read together.
+    fn read(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+        view: View,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let Some(meta) = self.state_meta(pipeline, state_id)? else {
+            return Ok(vec![None; keys.len()]);
+        };
+        let snapshot = self.db.snapshot();
+        let staging = match view {
+            View::Committed => self.in_flight(&snapshot, pipeline)?,
+            View::Running => None,
+        };
+        let mut out = vec![None; keys.len()];
+        let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
+        let keys = DataKeys::sorted(&keys, |_, _| {});
+        // The commit log first: it holds the newest records of the keys it has (committed
+        // ones: staging folds the log first).
+        let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(out.len());
+        {
+            let log = self.log();
+            for (i, key, _) in keys.iter() {
+                match log.get(key) {
+                    Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
+                    None => rest.push((i, key)),
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Ok(out);
+        }
+        let mut found = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
+            out[i] = self.record_in_view(&snapshot, staging, key, value)?;
+            Ok(())
+        };
+        if meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys {
+            // Much of the committed state is asked for (the first batch of a query over few
+            // symbols): one pass over the state's keys costs less than a lookup per key.
+            self.sweep(&rest, meta.state_no, &snapshot, found)?;
+            return Ok(out);
+        }
+        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
+        let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
+        for ((i, key), value) in rest
+            .iter()
+            .zip(self.multi_get_sorted(&sorted, Some(&snapshot))?)
+        {
+            if let Some(value) = value {
+                found(*i, key, &value)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Splits a stored value into the attempt that wrote it and the record.
@@ -997,17 +1155,24 @@ impl StateStore for RocksStore {
     }
 
     fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>> {
-        self.scan_prefix(&state_prefix(pipeline))?
-            .into_iter()
-            .map(|(_, v)| {
-                let meta = StateMeta::decode(&v).map_err(|e| self.damaged(pipeline, e))?;
-                Ok(StateSummary {
-                    info: meta.info,
-                    keys: meta.keys,
-                    bytes: meta.bytes,
-                })
-            })
-            .collect()
+        let snapshot = self.db.snapshot();
+        let staging = self.in_flight(&snapshot, pipeline)?;
+        let mut out = Vec::new();
+        for (k, v) in self.scan_prefix_at(&state_prefix(pipeline), Some(&snapshot))? {
+            // A state that the running attempt registered is not committed yet.
+            if let Some(attempt) = staging
+                && let Some(None) = self.undo_entry(&snapshot, attempt, &k)?
+            {
+                continue;
+            }
+            let meta = StateMeta::decode(&v).map_err(|e| self.damaged(pipeline, e))?;
+            out.push(StateSummary {
+                info: meta.info,
+                keys: meta.keys,
+                bytes: meta.bytes,
+            });
+        }
+        Ok(out)
     }
 
     fn state_info(&self, pipeline: &str, state_id: &str) -> Result<Option<StateInfo>> {
@@ -1020,40 +1185,11 @@ impl StateStore for RocksStore {
         state_id: &str,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        let Some(meta) = self.state_meta(pipeline, state_id)? else {
-            return Ok(vec![None; keys.len()]);
-        };
-        let mut out = vec![None; keys.len()];
-        let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
-        let keys = DataKeys::sorted(&keys, |_, _| {});
-        // The commit log first: it holds the newest records of the keys it has.
-        let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(out.len());
-        {
-            let log = self.log();
-            for (i, key, _) in keys.iter() {
-                match log.get(key) {
-                    Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
-                    None => rest.push((i, key)),
-                }
-            }
-        }
-        if rest.is_empty() {
-            return Ok(out);
-        }
-        if meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys {
-            // Much of the committed state is asked for (the first batch of a query over few
-            // symbols): one pass over the state's keys costs less than a lookup per key.
-            self.sweep(&rest, meta.state_no, &mut out)?;
-            return Ok(out);
-        }
-        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
-        let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
-        for ((i, _), value) in rest.iter().zip(self.multi_get_sorted(&sorted)?) {
-            if let Some(value) = value {
-                out[*i] = Some(self.unwrap_value(&value)?.1.to_vec());
-            }
-        }
-        Ok(out)
+        self.read(pipeline, state_id, keys, View::Committed)
+    }
+
+    fn load(&self, pipeline: &str, state_id: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.read(pipeline, state_id, keys, View::Running)
     }
 
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -1061,23 +1197,25 @@ impl StateStore for RocksStore {
             return Ok(vec![]);
         };
         let prefix = data_prefix(meta.state_no);
+        let snapshot = self.db.snapshot();
+        let staging = self.in_flight(&snapshot, pipeline)?;
         // The commit log's records of the state, copied: commits need not wait for the scan.
         let logged: HashMap<Vec<u8>, Vec<u8>> = self
             .log()
             .with_prefix(&prefix)
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
-        let stored: Vec<KeyValue> = self
-            .scan_prefix(&prefix)?
-            .into_iter()
-            .filter(|(k, _)| !logged.contains_key(k.as_ref()))
-            .collect();
-        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = stored
-            .into_iter()
-            .map(|(k, v)| (k.into_vec(), v.into_vec()))
-            .chain(logged)
-            .map(|(k, v)| Ok((k[7..].to_vec(), self.unwrap_value(&v)?.1.to_vec())))
-            .collect::<Result<_>>()?;
+        let mut rows = Vec::new();
+        for (k, v) in self.scan_prefix_at(&prefix, Some(&snapshot))? {
+            if !logged.contains_key(k.as_ref())
+                && let Some(record) = self.record_in_view(&snapshot, staging, &k, &v)?
+            {
+                rows.push((k[7..].to_vec(), record));
+            }
+        }
+        for (k, v) in logged {
+            rows.push((k[7..].to_vec(), self.unwrap_value(&v)?.1.to_vec()));
+        }
         // Bucket order is hash order; give callers key order, as the memory store does.
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
@@ -1346,9 +1484,22 @@ mod tests {
             .unwrap();
         let id = "ewma(price,0.5)@symbol";
         assert_eq!(
-            store.get_many("p", id, &[b"x", b"y"]).unwrap(),
+            store.load("p", id, &[b"x", b"y"]).unwrap(),
             vec![Some(vec![3]), Some(vec![2])]
         );
+        // Readers of the committed state (the state tables) do not see what is staged, by
+        // lookup (both ways: walking the state and one lookup) or by scan.
+        let committed = vec![Some(vec![1]), None];
+        assert_eq!(store.get_many("p", id, &[b"x", b"y"]).unwrap(), committed);
+        assert_eq!(
+            store.get_many("p", id, &[b"x"]).unwrap(),
+            vec![Some(vec![1])]
+        );
+        assert_eq!(
+            store.read("p", id, &[b"y", b"x"], View::Committed).unwrap(),
+            vec![None, Some(vec![1])]
+        );
+        assert_eq!(store.scan("p", id).unwrap(), vec![(b"x".to_vec(), vec![1])]);
         store.rollback("p", b).unwrap();
         assert_eq!(
             store.get_many("p", id, &[b"x", b"y"]).unwrap(),
@@ -1367,28 +1518,52 @@ mod tests {
             vec![Some(vec![1])]
         );
 
-        // Staged and final writes commit together, with exact counts.
+        // Staged and final writes commit together, with exact counts. A state first used by
+        // the attempt is listed once the attempt commits.
+        let other = StateInfo {
+            state_id: "other".into(),
+            ..info(1)
+        };
         store
             .stage(
                 "p",
                 d,
-                &[info(1)],
-                vec![put("y", 5, false), put("z", 5, false)],
+                &[info(1), other.clone()],
+                vec![
+                    put("y", 5, false),
+                    put("z", 5, false),
+                    Put {
+                        state_id: Arc::from("other"),
+                        ..put("o", 5, false)
+                    },
+                ],
             )
             .unwrap();
+        assert_eq!(store.states("p").unwrap().len(), 1);
+        assert_eq!(store.scan("p", "other").unwrap(), vec![]);
+        assert_eq!(
+            store.load("p", "other", &[b"o"]).unwrap(),
+            vec![Some(vec![5])]
+        );
         store
             .commit(
                 "p",
                 d,
                 Commit {
                     tag: Some("t2".into()),
-                    states: vec![info(1)],
+                    states: vec![info(1), other],
                     puts: vec![put("x", 6, true)],
                 },
             )
             .unwrap();
-        let s = &store.states("p").unwrap()[0];
+        let states = store.states("p").unwrap();
+        let s = states.iter().find(|s| s.info.state_id != "other").unwrap();
         assert_eq!((s.keys, s.bytes), (3, 6));
+        assert_eq!(states.len(), 2);
+        assert_eq!(
+            store.scan("p", "other").unwrap(),
+            vec![(b"o".to_vec(), vec![5])]
+        );
         assert_eq!(store.pipeline("p").unwrap().unwrap().commits, 2);
         assert!(
             store
@@ -1454,15 +1629,42 @@ mod tests {
         // apart (a sweep that seeks across the gap), in scrambled order.
         let cases: Vec<Vec<u32>> = vec![
             (0..400).rev().collect(),
-            vec![7, 398, 100, 3],
+            vec![7, 398, 14, 100, 3],
             (0..30).chain(370..400).rev().collect(),
         ];
-        for asked in cases {
+        let read = |asked: &[u32], view: View| {
             let names: Vec<String> = asked.iter().map(|&i| key(i)).collect();
             let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-            let got = store.get_many("p", id, &refs).unwrap();
+            store.read("p", id, &refs, view).unwrap()
+        };
+        for asked in &cases {
             let want: Vec<_> = asked.iter().map(|&i| expect(i)).collect();
-            assert_eq!(got, want);
+            assert_eq!(read(asked, View::Committed), want);
+            assert_eq!(read(asked, View::Running), want);
+        }
+
+        // A running attempt stages every 7th key, over stored ones and new ones (k007): it
+        // reads them as staged, committed readers as they were, through both read paths.
+        let b = store.begin("p").unwrap();
+        let staged: Vec<Put> = (0..400u32)
+            .step_by(7)
+            .map(|i| Put {
+                record: vec![7],
+                ..put(&key(i), 0, i.is_multiple_of(2))
+            })
+            .collect();
+        store.stage("p", b, &[info(1)], staged).unwrap();
+        for asked in &cases {
+            let committed: Vec<_> = asked.iter().map(|&i| expect(i)).collect();
+            let running: Vec<_> = asked
+                .iter()
+                .map(|&i| match i % 7 {
+                    0 => Some(vec![7]),
+                    _ => expect(i),
+                })
+                .collect();
+            assert_eq!(read(asked, View::Committed), committed);
+            assert_eq!(read(asked, View::Running), running);
         }
     }
 
@@ -1526,9 +1728,10 @@ mod tests {
             .unwrap();
         assert!(store.log().is_empty());
         assert_eq!(
-            store.get_many("p", id, &all).unwrap(),
+            store.load("p", id, &all).unwrap(),
             vec![Some(vec![2]), Some(vec![4]), Some(vec![3])]
         );
+        assert_eq!(store.get_many("p", id, &all).unwrap(), want);
         store.rollback("p", b).unwrap();
         assert_eq!(store.get_many("p", id, &all).unwrap(), want);
 
