@@ -946,12 +946,14 @@ impl RocksStore {
         &self,
         keys: &[(usize, &[u8])],
         state_no: u32,
-        snapshot: &Snapshot,
+        snapshot: Option<&Snapshot>,
         mut found: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
         let prefix = data_prefix(state_no);
         let mut opts = ReadOptions::default();
-        opts.set_snapshot(snapshot);
+        if let Some(snapshot) = snapshot {
+            opts.set_snapshot(snapshot);
+        }
         opts.set_iterate_upper_bound(prefix_end(&prefix));
         let mut it = self.db.raw_iterator_opt(opts);
         let mut positioned = false;
@@ -1030,10 +1032,10 @@ impl RocksStore {
         })
     }
 
-    /// The record of a stored value as `view` shows it, given the attempt in flight on the
-    /// value's pipeline (`staging`): a record that attempt staged reads, committed, as the
-    /// record it replaced.
-    fn record_in_view(
+    /// The committed record of a stored value read from `snapshot`, given the attempt then
+    /// in flight on the value's pipeline (`staging`): a record that attempt staged reads as
+    /// the record it replaced.
+    fn committed_record(
         &self,
         snapshot: &Snapshot,
         staging: Option<u64>,
@@ -1051,7 +1053,8 @@ impl RocksStore {
     }
 
     /// Records of `keys` of a state: committed ones, or also what the pipeline's running
-    /// attempt staged. One snapshot: a staged record and its undo entry are read together.
+    /// attempt staged. Committed ones are read from one snapshot, so that a staged record and
+    /// its undo entry are read together.
     fn read(
         &self,
         pipeline: &str,
@@ -1061,11 +1064,6 @@ impl RocksStore {
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
             return Ok(vec![None; keys.len()]);
-        };
-        let snapshot = self.db.snapshot();
-        let staging = match view {
-            View::Committed => self.in_flight(&snapshot, pipeline)?,
-            View::Running => None,
         };
         let mut out = vec![None; keys.len()];
         let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
@@ -1085,21 +1083,29 @@ impl RocksStore {
         if rest.is_empty() {
             return Ok(out);
         }
+        let snapshot = (view == View::Committed).then(|| self.db.snapshot());
+        let staging = match &snapshot {
+            Some(snapshot) => self.in_flight(snapshot, pipeline)?,
+            None => None,
+        };
         let mut found = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
-            out[i] = self.record_in_view(&snapshot, staging, key, value)?;
+            out[i] = match &snapshot {
+                Some(snapshot) => self.committed_record(snapshot, staging, key, value)?,
+                None => Some(self.unwrap_value(value)?.1.to_vec()),
+            };
             Ok(())
         };
         if meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys {
             // Much of the committed state is asked for (the first batch of a query over few
             // symbols): one pass over the state's keys costs less than a lookup per key.
-            self.sweep(&rest, meta.state_no, &snapshot, found)?;
+            self.sweep(&rest, meta.state_no, snapshot.as_ref(), found)?;
             return Ok(out);
         }
         // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
         let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
         for ((i, key), value) in rest
             .iter()
-            .zip(self.multi_get_sorted(&sorted, Some(&snapshot))?)
+            .zip(self.multi_get_sorted(&sorted, snapshot.as_ref())?)
         {
             if let Some(value) = value {
                 found(*i, key, &value)?;
@@ -1208,7 +1214,7 @@ impl StateStore for RocksStore {
         let mut rows = Vec::new();
         for (k, v) in self.scan_prefix_at(&prefix, Some(&snapshot))? {
             if !logged.contains_key(k.as_ref())
-                && let Some(record) = self.record_in_view(&snapshot, staging, &k, &v)?
+                && let Some(record) = self.committed_record(&snapshot, staging, &k, &v)?
             {
                 rows.push((k[7..].to_vec(), record));
             }
