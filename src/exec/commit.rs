@@ -267,7 +267,11 @@ impl QueryRun {
         ended: Option<WorkingSet>,
     ) -> Result<()> {
         let mut p = self.progress.lock().unwrap();
-        p.commit.puts.extend(puts);
+        if p.commit.puts.is_empty() {
+            p.commit.puts = puts;
+        } else {
+            p.commit.puts.extend(puts);
+        }
         if let Some(slot) = p.ended.get_mut(partition) {
             *slot = ended;
         }

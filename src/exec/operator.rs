@@ -462,7 +462,7 @@ impl Folder {
                     self.cached_bytes += key.len() + self.slot_size_hint;
                     self.index.insert(key.into(), s);
                     self.slots.push(Slot {
-                        states: Vec::new(),
+                        states: Vec::with_capacity(self.calls.len()),
                         dirty: false,
                     });
                     new_slots.push(i);
@@ -618,7 +618,19 @@ impl Folder {
             .iter()
             .map(|c| Arc::from(c.info.state_id.as_str()))
             .collect();
-        let (mut puts, mut chunk, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize, 0usize);
+        // Sized once: with a million keys, growing the vectors copied them over and over.
+        let most = self.index.len() * self.calls.len();
+        let capacity = if chunk_bytes == usize::MAX {
+            most
+        } else {
+            most.min(chunk_bytes / 64)
+        };
+        let mut puts = Vec::with_capacity(capacity);
+        if let Some(kept) = keep.as_deref_mut() {
+            kept.index.reserve(self.index.len());
+            kept.slots.reserve(self.index.len());
+        }
+        let (mut chunk, mut keys, mut bytes) = (0usize, 0usize, 0usize);
         for (key, s) in self.index.drain() {
             let slot = &mut self.slots[s as usize];
             if !slot.dirty {
@@ -665,7 +677,7 @@ impl Folder {
             if chunk >= chunk_bytes {
                 keys += puts.len();
                 bytes += chunk;
-                sink(std::mem::take(&mut puts))?;
+                sink(std::mem::replace(&mut puts, Vec::with_capacity(capacity)))?;
                 chunk = 0;
             }
         }
@@ -690,7 +702,11 @@ impl Folder {
         let total = self.slots.len().max(1);
         if self.run.commits() {
             self.dirty_puts(usize::MAX, kept.as_mut(), &mut |chunk| {
-                puts.extend(chunk);
+                if puts.is_empty() {
+                    puts = chunk;
+                } else {
+                    puts.extend(chunk);
+                }
                 Ok(())
             })?;
         }
