@@ -181,14 +181,14 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
             if std::env::var("FINTECH_BENCH_NO_SYNC").is_ok() {
                 settings.push("SET fintech.rocksdb.sync = false".into());
             }
-            if let Ok(bytes) = std::env::var("FINTECH_BENCH_WORKING_SET") {
-                settings.push(format!("SET fintech.working_set_bytes = {bytes}"));
-            }
-            if let Ok(bytes) = std::env::var("FINTECH_BENCH_COMMIT_LOG") {
-                settings.push(format!("SET fintech.rocksdb.commit_log_bytes = {bytes}"));
-            }
-            if let Ok(bytes) = std::env::var("FINTECH_BENCH_BLOCK_CACHE") {
-                settings.push(format!("SET fintech.rocksdb.block_cache_bytes = {bytes}"));
+            for (var, setting) in [
+                ("FINTECH_BENCH_WORKING_SET", "working_set_bytes"),
+                ("FINTECH_BENCH_COMMIT_LOG", "rocksdb.commit_log_bytes"),
+                ("FINTECH_BENCH_BLOCK_CACHE", "rocksdb.block_cache_bytes"),
+            ] {
+                if let Ok(bytes) = std::env::var(var) {
+                    settings.push(format!("SET fintech.{setting} = {bytes}"));
+                }
             }
             settings.push("SET fintech.state_backend = 'rocksdb'".into());
             settings.push(format!(

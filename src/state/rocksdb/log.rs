@@ -118,9 +118,14 @@ impl CommitLog {
         let damaged = |what: &str| format!("commit log entry {seq} is damaged: {what}");
         let attempt = value.get(..8).ok_or_else(|| damaged("no header"))?;
         let mut rest = &value[8..];
-        while !rest.is_empty() {
+        // Counted once for the entry (also for the records taken in before damage is found).
+        let mut added = 0;
+        let result = loop {
+            if rest.is_empty() {
+                break Ok(());
+            }
             let (Some(key), Some(record)) = (take(&mut rest), take(&mut rest)) else {
-                return Err(damaged("a record is cut short"));
+                break Err(damaged("a record is cut short"));
             };
             let stored = match self.records.get_mut(key) {
                 Some(stored) => stored,
@@ -129,12 +134,14 @@ impl CommitLog {
             stored.clear();
             stored.extend_from_slice(attempt);
             stored.extend_from_slice(record);
-            let added = Entry::held_bytes(1, key.len() + record.len());
-            self.held += added;
-            HELD.fetch_add(added, Ordering::Relaxed);
+            added += Entry::held_bytes(1, key.len() + record.len());
+        };
+        self.held += added;
+        HELD.fetch_add(added, Ordering::Relaxed);
+        if result.is_ok() {
+            self.next = self.next.max(seq + 1);
         }
-        self.next = self.next.max(seq + 1);
-        Ok(())
+        result
     }
 
     /// (data key, stored value) of every record, in key order: what a fold writes.

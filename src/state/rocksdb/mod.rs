@@ -416,6 +416,15 @@ impl StateMeta {
     }
 }
 
+/// Read options that read as `snapshot` saw the store (the latest state without one).
+fn read_options(snapshot: Option<&Snapshot>) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    if let Some(snapshot) = snapshot {
+        opts.set_snapshot(snapshot);
+    }
+    opts
+}
+
 /// A key and its value as RocksDB returns them.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
@@ -708,7 +717,18 @@ impl RocksStore {
     }
 
     fn pipeline_meta(&self, pipeline: &str) -> Result<Option<PipelineMeta>> {
-        self.get(&pipeline_key(pipeline))?
+        self.pipeline_meta_at(pipeline, None)
+    }
+
+    /// A pipeline's metadata, as `snapshot` saw it (the latest without one).
+    fn pipeline_meta_at(
+        &self,
+        pipeline: &str,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Option<PipelineMeta>> {
+        self.db
+            .get_opt(pipeline_key(pipeline), &read_options(snapshot))
+            .map_err(|e| self.err("read", e))?
             .map(|b| {
                 PipelineMeta::decode(&b)
                     .map_err(|e| self.damaged(&format!("pipeline '{pipeline}'"), e))
@@ -738,10 +758,7 @@ impl RocksStore {
 
     /// All (key, value) pairs whose key starts with `prefix`, as `snapshot` saw them.
     fn scan_prefix_at(&self, prefix: &[u8], snapshot: Option<&Snapshot>) -> Result<Vec<KeyValue>> {
-        let mut opts = ReadOptions::default();
-        if let Some(snapshot) = snapshot {
-            opts.set_snapshot(snapshot);
-        }
+        let mut opts = read_options(snapshot);
         opts.set_iterate_upper_bound(prefix_end(prefix));
         opts.fill_cache(false);
         self.db
@@ -927,13 +944,9 @@ impl RocksStore {
         keys: &[&[u8]],
         snapshot: Option<&Snapshot>,
     ) -> Result<Vec<Option<DBPinnableSlice<'_>>>> {
-        let mut opts = ReadOptions::default();
-        if let Some(snapshot) = snapshot {
-            opts.set_snapshot(snapshot);
-        }
         let family = self.family(DEFAULT_COLUMN_FAMILY_NAME)?;
         self.db
-            .batched_multi_get_cf_opt(family, keys, true, &opts)
+            .batched_multi_get_cf_opt(family, keys, true, &read_options(snapshot))
             .into_iter()
             .map(|r| r.map_err(|e| self.err("read", e)))
             .collect()
@@ -950,10 +963,7 @@ impl RocksStore {
         mut found: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
         let prefix = data_prefix(state_no);
-        let mut opts = ReadOptions::default();
-        if let Some(snapshot) = snapshot {
-            opts.set_snapshot(snapshot);
-        }
+        let mut opts = read_options(snapshot);
         opts.set_iterate_upper_bound(prefix_end(&prefix));
         let mut it = self.db.raw_iterator_opt(opts);
         let mut positioned = false;
@@ -982,14 +992,9 @@ impl RocksStore {
 
     /// The attempt in flight on `pipeline`, as `snapshot` saw it.
     fn in_flight(&self, snapshot: &Snapshot, pipeline: &str) -> Result<Option<u64>> {
-        let bytes = snapshot
-            .get(pipeline_key(pipeline))
-            .map_err(|e| self.err("read", e))?;
-        let meta = bytes
-            .map(|b| PipelineMeta::decode(&b))
-            .transpose()
-            .map_err(|e| self.damaged(&format!("pipeline '{pipeline}'"), e))?;
-        Ok(meta.and_then(|m| m.in_flight))
+        Ok(self
+            .pipeline_meta_at(pipeline, Some(snapshot))?
+            .and_then(|m| m.in_flight))
     }
 
     /// The first undo entry `attempt` wrote for `key`, as `snapshot` saw it: `Some(None)` if
@@ -1003,8 +1008,7 @@ impl RocksStore {
         let mut prefix = undo_prefix(attempt);
         prefix.extend_from_slice(&(key.len() as u32).to_be_bytes());
         prefix.extend_from_slice(key);
-        let mut opts = ReadOptions::default();
-        opts.set_snapshot(snapshot);
+        let mut opts = read_options(Some(snapshot));
         opts.set_iterate_upper_bound(prefix_end(&prefix));
         let mut it = self.db.raw_iterator_opt(opts);
         it.seek(&prefix);
