@@ -3,9 +3,10 @@
 //! `cargo bench --bench kernels` (release profile). The workload is 1M ts-ordered rows over
 //! 1,000 symbols in 8,192-row batches; set `FINTECH_BENCH_ROWS` / `FINTECH_BENCH_SYMBOLS` to
 //! change it, `FINTECH_BENCH_NO_SYNC` to run RocksDB commits without fsync and
-//! `FINTECH_BENCH_WORKING_SET` / `FINTECH_BENCH_COMMIT_LOG` / `FINTECH_BENCH_BLOCK_CACHE` to set
-//! `fintech.working_set_bytes` / `fintech.rocksdb.commit_log_bytes` /
-//! `fintech.rocksdb.block_cache_bytes` for RocksDB. Prints rows/s,
+//! `FINTECH_BENCH_WORKING_SET` / `FINTECH_BENCH_COMMIT_LOG` / `FINTECH_BENCH_BLOCK_CACHE` /
+//! `FINTECH_BENCH_READ_AHEAD` to set `fintech.working_set_bytes` /
+//! `fintech.rocksdb.commit_log_bytes` / `fintech.rocksdb.block_cache_bytes` /
+//! `fintech.rocksdb.read_ahead_bytes` for RocksDB. Prints rows/s,
 //! peak RSS and the cost of state access: loading (read and decode) per key loaded, writing
 //! (encode, stage and commit, fsync included) per key stored, and both over all keys loaded or
 //! stored. Pipeline cases time the second query on a pipeline; "reopened" runs it in a new
@@ -185,6 +186,7 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
                 ("FINTECH_BENCH_WORKING_SET", "working_set_bytes"),
                 ("FINTECH_BENCH_COMMIT_LOG", "rocksdb.commit_log_bytes"),
                 ("FINTECH_BENCH_BLOCK_CACHE", "rocksdb.block_cache_bytes"),
+                ("FINTECH_BENCH_READ_AHEAD", "rocksdb.read_ahead_bytes"),
             ] {
                 if let Ok(bytes) = std::env::var(var) {
                     settings.push(format!("SET fintech.{setting} = {bytes}"));

@@ -65,6 +65,9 @@ pub struct FintechConfig {
     pub rocksdb_write_buffer_bytes: usize,
     /// Commit-log memory shared by every RocksDB state in the process; 0: no commit log.
     pub rocksdb_commit_log_bytes: usize,
+    /// Memory for states read ahead in one scan, shared by every RocksDB state in the process;
+    /// 0: states are read key by key.
+    pub rocksdb_read_ahead_bytes: usize,
 }
 
 impl Default for FintechConfig {
@@ -80,6 +83,7 @@ impl Default for FintechConfig {
             rocksdb_block_cache_bytes: 128 << 20,
             rocksdb_write_buffer_bytes: 64 << 20,
             rocksdb_commit_log_bytes: 64 << 20,
+            rocksdb_read_ahead_bytes: 256 << 20,
         }
     }
 }
@@ -132,6 +136,10 @@ const ENTRIES: &[(&str, &str)] = &[
         "Records of recent small RocksDB commits held in memory and in the commit log before \
          they are folded into the state's keys, for every state in the process (default 64 \
          MiB; 0: every commit writes its keys; read when a store opens).",
+    ),
+    (
+        "rocksdb.read_ahead_bytes",
+        "Memory for RocksDB states that a query reads much of, read whole in one scan instead          of key by key, for every state in the process (default 256 MiB; 0: always key by          key; read when a store opens).",
     ),
 ];
 
@@ -255,6 +263,7 @@ impl ExtensionOptions for FintechConfig {
                 self.rocksdb_write_buffer_bytes = parse_bytes(key, value)?
             }
             "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes = parse_bytes(key, value)?,
+            "rocksdb.read_ahead_bytes" => self.rocksdb_read_ahead_bytes = parse_bytes(key, value)?,
             other => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting fintech.{other}: the fintech settings are {}",
@@ -285,6 +294,7 @@ impl ExtensionOptions for FintechConfig {
                     "rocksdb.block_cache_bytes" => self.rocksdb_block_cache_bytes.to_string(),
                     "rocksdb.write_buffer_bytes" => self.rocksdb_write_buffer_bytes.to_string(),
                     "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes.to_string(),
+                    "rocksdb.read_ahead_bytes" => self.rocksdb_read_ahead_bytes.to_string(),
                     _ => unreachable!(),
                 }),
                 description,

@@ -54,8 +54,10 @@ use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, alre
 use crate::config::FintechConfig;
 use crate::kernels::Reader;
 use log::{CommitLog, LOG, LOG_FAMILY};
+use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records};
 
 mod log;
+mod read_ahead;
 
 const FORMAT: &[u8] = b"datafusion-fintech/2";
 /// The layout before the commit log, which this build opens and upgrades.
@@ -487,6 +489,12 @@ pub struct RocksStore {
     /// `fintech.rocksdb.commit_log_bytes` as the store opened: the budget of the process's
     /// commit logs, all together.
     commit_log_bytes: usize,
+    /// Per state number: what has been read of the state ([`read_ahead`]). Filled and
+    /// dropped only under `write`.
+    read_aheads: Mutex<HashMap<u32, ReadAhead>>,
+    /// `fintech.rocksdb.read_ahead_bytes` as the store opened: the budget of the process's
+    /// read-aheads, all together.
+    read_ahead_bytes: usize,
 }
 
 #[derive(Default)]
@@ -643,6 +651,8 @@ impl RocksStore {
             write: Mutex::new(writer),
             log: RwLock::default(),
             commit_log_bytes: settings.rocksdb_commit_log_bytes,
+            read_aheads: Mutex::default(),
+            read_ahead_bytes: settings.rocksdb_read_ahead_bytes,
         };
         // The commit log entries that were not folded before the store closed.
         {
@@ -686,14 +696,47 @@ impl RocksStore {
         self.log.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn read_aheads(&self) -> std::sync::MutexGuard<'_, HashMap<u32, ReadAhead>> {
+        self.read_aheads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the read-aheads of the states of `pipeline`, whose attempt ends. The caller holds
+    /// the writer lock.
+    fn forget_reads(&self, _w: &mut Writer, pipeline: &str) {
+        self.read_aheads().retain(|_, r| r.pipeline != pipeline);
+    }
+
+    /// Whether some state has been read ahead.
+    fn reads_ahead(&self) -> bool {
+        self.read_aheads().values().any(|r| r.records.is_some())
+    }
+
+    /// Forgets what was read ahead of `datakeys`, which are about to be written. The caller
+    /// holds the writer lock.
+    fn forget_keys<'a>(&self, _w: &mut Writer, datakeys: impl Iterator<Item = &'a [u8]>) {
+        let mut all = self.read_aheads();
+        for key in datakeys {
+            if let Some(records) = key
+                .get(1..5)
+                .and_then(|n| all.get_mut(&u32::from_be_bytes(n.try_into().unwrap())))
+                .and_then(|r| r.records.as_mut())
+            {
+                records.forget(key);
+            }
+        }
+    }
+
     /// Writes every record of the commit log to its data key and deletes the log entries, in
     /// one batch. The caller holds the writer lock, so the log cannot change meanwhile.
-    fn fold(&self, _w: &mut Writer) -> Result<()> {
+    fn fold(&self, w: &mut Writer) -> Result<()> {
         let log = self.log();
         if log.is_empty() {
             return Ok(());
         }
         let records = log.sorted();
+        if self.reads_ahead() {
+            self.forget_keys(w, records.iter().map(|(k, _)| *k));
+        }
         let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes + 1024);
         for (k, v) in records {
@@ -1084,6 +1127,12 @@ impl RocksStore {
                 }
             }
         }
+        // Much of the committed state is asked for (the first batch of a query over few
+        // symbols): one pass over the state's keys costs less than a lookup per key.
+        let sweep = meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys;
+        if view == View::Running && !rest.is_empty() {
+            rest = self.read_ahead_first(pipeline, &meta, rest, !sweep, &mut out)?;
+        }
         if rest.is_empty() {
             return Ok(out);
         }
@@ -1099,9 +1148,7 @@ impl RocksStore {
             };
             Ok(())
         };
-        if meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys {
-            // Much of the committed state is asked for (the first batch of a query over few
-            // symbols): one pass over the state's keys costs less than a lookup per key.
+        if sweep {
             self.sweep(&rest, meta.state_no, snapshot.as_ref(), found)?;
             return Ok(out);
         }
@@ -1116,6 +1163,100 @@ impl RocksStore {
             }
         }
         Ok(out)
+    }
+
+    /// For the running attempt: answers what it can of `rest` (keys of the state `meta`) from
+    /// the state's read-ahead. When the keys are to be looked up one by one (`lookups`), they
+    /// count as point reads, and once those have come to cost about one scan, the state is
+    /// read ahead first ([`read_ahead`]). Returns the keys left to read.
+    fn read_ahead_first<'k>(
+        &self,
+        pipeline: &str,
+        meta: &StateMeta,
+        rest: Vec<(usize, &'k [u8])>,
+        lookups: bool,
+        out: &mut [Option<Vec<u8>>],
+    ) -> Result<Vec<(usize, &'k [u8])>> {
+        if self.read_ahead_bytes == 0 {
+            return Ok(rest);
+        }
+        let read_ahead = {
+            let mut all = self.read_aheads();
+            let r = all
+                .entry(meta.state_no)
+                .or_insert_with(|| ReadAhead::new(pipeline));
+            // While another partition reads the state ahead, this one goes on key by key.
+            if r.records.is_none() && lookups && !r.too_big && !r.filling {
+                r.point_reads += rest.len() as u64;
+                r.filling = r.point_reads * READ_AHEAD_RATIO >= meta.keys;
+                r.filling
+            } else {
+                false
+            }
+        };
+        if read_ahead {
+            self.fill_read_ahead(pipeline, meta)?;
+        }
+        let all = self.read_aheads();
+        let Some(records) = all.get(&meta.state_no).and_then(|r| r.records.as_ref()) else {
+            return Ok(rest);
+        };
+        let mut left = Vec::new();
+        for (i, key) in rest {
+            match records.get(key) {
+                Some(record) => out[i] = Some(record.to_vec()),
+                None => left.push((i, key)),
+            }
+        }
+        Ok(left)
+    }
+
+    /// Reads the state `meta` ahead: all its records in one scan, if they fit the budget.
+    /// Under the writer lock, so that nothing writes the state's keys meanwhile.
+    fn fill_read_ahead(&self, pipeline: &str, meta: &StateMeta) -> Result<()> {
+        let _w = self.writer();
+        // The attempt ended meanwhile (a read-only run that another query's rollback ended).
+        if self.read_aheads().get(&meta.state_no).is_none() {
+            return Ok(());
+        }
+        let (keys, bytes) = (meta.keys as usize, meta.bytes as usize);
+        let records =
+            if read_ahead::held() + Records::estimate(keys, bytes) <= self.read_ahead_bytes {
+                self.scan_records(meta.state_no, keys, bytes)
+            } else {
+                Ok(None)
+            };
+        let mut all = self.read_aheads();
+        let r = all
+            .entry(meta.state_no)
+            .or_insert_with(|| ReadAhead::new(pipeline));
+        r.filling = false;
+        r.records = records?;
+        r.too_big = r.records.is_none();
+        Ok(())
+    }
+
+    /// Every record of state `state_no` (of about `keys` keys and `bytes` bytes), or `None`
+    /// if they do not fit the read-ahead budget after all.
+    fn scan_records(&self, state_no: u32, keys: usize, bytes: usize) -> Result<Option<Records>> {
+        let prefix = data_prefix(state_no);
+        let mut opts = read_options(None);
+        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        // Every block of the state is read once: cached, they would push out other blocks.
+        opts.fill_cache(false);
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(&prefix);
+        let mut records = Records::for_state(keys, bytes);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let record = self.unwrap_value(v)?.1;
+            if !records.push(k, record) {
+                return Ok(None);
+            }
+            it.next();
+        }
+        it.status().map_err(|e| self.err("read", e))?;
+        records.count();
+        Ok((read_ahead::held() <= self.read_ahead_bytes).then_some(records))
     }
 
     /// Splits a stored value into the attempt that wrote it and the record.
@@ -1236,6 +1377,7 @@ impl StateStore for RocksStore {
             self.rollback(pipeline, attempt)?;
         }
         let mut w = self.writer();
+        self.forget_reads(&mut w, pipeline);
         w.next_attempt += 1;
         Ok(w.next_attempt)
     }
@@ -1263,6 +1405,11 @@ impl StateStore for RocksStore {
             batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
         }
         let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
+        if self.reads_ahead() {
+            let (keys, _) = Self::keys_and_deltas(&metas, &puts)?;
+            let keys = DataKeys::sorted(&keys, |_, _| {});
+            self.forget_keys(&mut w, keys.iter().map(|(_, k, _)| k));
+        }
         let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
         let pending = w.pending.entry(attempt).or_default();
         for (state_no, (k, b)) in deltas {
@@ -1276,6 +1423,7 @@ impl StateStore for RocksStore {
 
     fn rollback(&self, pipeline: &str, attempt: u64) -> Result<()> {
         let mut w = self.writer();
+        self.forget_reads(&mut w, pipeline);
         // The first undo entry of each key holds its value before the attempt. Restoring is
         // idempotent, so a rollback interrupted by a crash is simply done again.
         let prefix = undo_prefix(attempt);
@@ -1323,6 +1471,8 @@ impl StateStore for RocksStore {
         {
             return Err(already_committed(pipeline, tag));
         }
+        // The attempt is over: what it read is no longer needed, and may be written now.
+        self.forget_reads(&mut w, pipeline);
         let mut batch = WriteBatch::with_capacity_bytes(batch_bytes(&commit.puts));
         let mut metas = self.register_states(&mut w, &mut batch, pipeline, &commit.states, None)?;
         let payload: usize = commit
@@ -1676,6 +1826,98 @@ mod tests {
             assert_eq!(read(asked, View::Committed), committed);
             assert_eq!(read(asked, View::Running), running);
         }
+    }
+
+    impl RocksStore {
+        /// Records read ahead, over every state.
+        fn read_ahead_keys(&self) -> usize {
+            self.read_aheads()
+                .values()
+                .filter_map(|r| r.records.as_ref())
+                .map(Records::len)
+                .sum()
+        }
+    }
+
+    #[test]
+    fn read_ahead_reads_what_lookups_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        let key = |i: u32| format!("k{i:03}");
+        let record = |i: u32, v: u32| Put {
+            record: (i * 1000 + v).to_le_bytes().to_vec(),
+            ..put(&key(i), 0, v > 0)
+        };
+        // Every other key of k000..k399 is written to its data key (no commit log), then
+        // every 10th, in a store with a commit log, is updated in the log.
+        let store = RocksStore::open(path, &with_log(0)).unwrap();
+        commit(&store, (0..400).step_by(2).map(|i| record(i, 0)).collect());
+        drop(store);
+        let store = RocksStore::open(path, &with_log(1 << 20)).unwrap();
+        commit(&store, (0..400).step_by(10).map(|i| record(i, 1)).collect());
+        let expect = |i: u32| match (i % 10, i % 2) {
+            (0, _) => Some((i * 1000 + 1).to_le_bytes().to_vec()),
+            (_, 0) => Some((i * 1000).to_le_bytes().to_vec()),
+            _ => None,
+        };
+        // Keys asked for five at a time, in a scrambled order: point reads (not sweeps), until
+        // they add up to an eighth of the state and it is read ahead.
+        let order: Vec<u32> = (0..400).map(|i| (i * 137) % 400).collect();
+        let read_all = |store: &RocksStore, view: View, staged: &dyn Fn(u32) -> Option<Vec<u8>>| {
+            for asked in order.chunks(5) {
+                let names: Vec<String> = asked.iter().map(|&i| key(i)).collect();
+                let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+                let want: Vec<_> = asked
+                    .iter()
+                    .map(|&i| match view {
+                        View::Running => staged(i).or_else(|| expect(i)),
+                        View::Committed => expect(i),
+                    })
+                    .collect();
+                assert_eq!(store.read("p", id, &refs, view).unwrap(), want, "{asked:?}");
+            }
+        };
+        let b = store.begin("p").unwrap();
+        read_all(&store, View::Running, &|_| None);
+        // The state's 200 keys minus the 40 the log holds, minus the point reads before.
+        assert!(
+            store.read_ahead_keys() >= 100,
+            "{}",
+            store.read_ahead_keys()
+        );
+        // Staging every 7th key folds the log into the data keys and writes the staged
+        // records: the read-ahead forgets both, and reads find them in RocksDB.
+        let staged = |i: u32| i.is_multiple_of(7).then(|| vec![7]);
+        let puts = (0..400u32)
+            .step_by(7)
+            .map(|i| Put {
+                record: vec![7],
+                ..put(&key(i), 0, expect(i).is_some())
+            })
+            .collect();
+        store.stage("p", b, &[info(1)], puts).unwrap();
+        assert!(store.read_ahead_keys() > 0);
+        read_all(&store, View::Running, &staged);
+        read_all(&store, View::Committed, &staged);
+        // The end of the attempt drops what it read.
+        store.rollback("p", b).unwrap();
+        assert_eq!(store.read_ahead_keys(), 0);
+        let c = store.begin("p").unwrap();
+        read_all(&store, View::Running, &|_| None);
+        store.rollback("p", c).unwrap();
+
+        // A state larger than the budget is read key by key.
+        drop(store);
+        let small = FintechConfig {
+            rocksdb_read_ahead_bytes: 100,
+            ..FintechConfig::default()
+        };
+        let store = RocksStore::open(path, &small).unwrap();
+        let d = store.begin("p").unwrap();
+        read_all(&store, View::Running, &|_| None);
+        assert_eq!(store.read_ahead_keys(), 0);
+        store.rollback("p", d).unwrap();
     }
 
     fn commit(store: &RocksStore, puts: Vec<Put>) {
