@@ -1215,7 +1215,7 @@ impl RocksStore {
     /// Under the writer lock, so that nothing writes the state's keys meanwhile.
     fn fill_read_ahead(&self, pipeline: &str, meta: &StateMeta) -> Result<()> {
         let _w = self.writer();
-        // The attempt ended meanwhile (a read-only run that another query's rollback ended).
+        // The pipeline's attempt ended meanwhile, and its read-aheads with it.
         if self.read_aheads().get(&meta.state_no).is_none() {
             return Ok(());
         }
