@@ -2,12 +2,12 @@
 //!
 //! RocksDB finds a key that the commit log does not hold in 0.5–1.9 µs on the CI machine, even
 //! when its blocks are cached: a filter probe, an index search and a data-block search, each
-//! a few cache misses once the state outgrows the CPU caches. A scan costs ~0.1 µs per key.
-//! So once the point reads of a state add up to `1/READ_AHEAD_RATIO` of its keys (about what
-//! one scan of the state costs), the store reads the whole state in one scan and answers its
-//! later reads from memory. That is ski rental: a query that reads no further pays at most
-//! about twice what its point reads cost; one that goes on to read most of the state pays a
-//! fraction.
+//! a few cache misses once the state outgrows the CPU caches. Reading a whole state into memory
+//! costs ~0.4 µs per key (a scan at ~0.1 µs, and the index). So once the point reads of a
+//! state add up to `1/READ_AHEAD_RATIO` of its keys (somewhat less than what reading it whole
+//! costs), the store reads the whole state in one scan and answers its later reads from
+//! memory. That is ski rental: a query that reads no further pays at most about three times
+//! what its point reads cost; one that goes on to read most of the state pays much less.
 //!
 //! The records are a copy of the state's data keys, valid for as long as nothing writes them:
 //! a stage or a fold forgets the records of the keys it writes, and the end of the attempt (a
