@@ -68,6 +68,34 @@ async fn continuation_through_staged_state() {
     }
 }
 
+/// Queries in new sessions over many symbols in small input batches read their keys one by
+/// one until the store reads each state ahead; the rows are those of one query over
+/// everything, bit for bit, whether the working set holds the query's keys or stages them
+/// (which makes the store forget what it read ahead of the staged keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_through_read_ahead() {
+    for (seed, working_set) in [(0u64, 1usize << 30), (1, 1 << 30), (2, 20_000)] {
+        let partitions = [1, 2, 4][seed as usize];
+        let data = random_ticks(seed, 9_000, 3_000);
+        let whole_ctx = context(partitions);
+        register_trades(&whole_ctx, data.clone()).unwrap();
+        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut out = Vec::new();
+        for part in split(&data, &[3_000, 6_000]) {
+            // A new session: nothing kept in memory, every key is read from the store.
+            let ctx = rocks_context(partitions, &state, working_set).await;
+            sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+            // 40-row batches ask for far fewer keys than a sweep would read.
+            register_trades_chunked(&ctx, part, 40).unwrap();
+            out.extend(sql(&ctx, ALL_KERNELS_QUERY).await.unwrap());
+        }
+        assert_eq!(rows_by_seq(&out), whole, "seed {seed}");
+    }
+}
+
 /// Runs `q` and returns its rows and how many keys its operators started with from the
 /// working sets the pipeline's previous query kept.
 async fn sql_keeping(ctx: &SessionContext, q: &str) -> (Vec<RecordBatch>, usize) {

@@ -1185,8 +1185,9 @@ impl RocksStore {
             let r = all
                 .entry(meta.state_no)
                 .or_insert_with(|| ReadAhead::new(pipeline));
-            // While another partition reads the state ahead, this one goes on key by key.
-            if r.records.is_none() && lookups && !r.too_big && !r.filling {
+            // While another partition reads the state ahead, this one goes on key by key. A
+            // state with no committed keys (yet) is read key by key.
+            if r.records.is_none() && lookups && !r.too_big && !r.filling && meta.keys > 0 {
                 r.point_reads += rest.len() as u64;
                 r.filling = r.point_reads * READ_AHEAD_RATIO >= meta.keys;
                 r.filling
