@@ -96,9 +96,7 @@ async fn failed_query_commits_nothing() {
         // The good batch still continues from the untouched state.
         register_trades(&ctx, parts[1].clone()).unwrap();
         let resumed = rows_by_seq(&sql(&ctx, ALL_KERNELS_QUERY).await.unwrap());
-        let whole_ctx = context(partitions);
-        register_trades(&whole_ctx, data.clone()).unwrap();
-        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+        let whole = all_kernels_at_once(&data, partitions).await;
         assert_eq!(resumed[..], whole[800..]);
     }
 }
@@ -145,9 +143,7 @@ async fn resumption_from_commit_tags() {
         outputs
     }
 
-    let whole_ctx = context(4);
-    register_trades(&whole_ctx, data.clone()).unwrap();
-    let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+    let whole = all_kernels_at_once(&data, 4).await;
 
     let straight = context(4);
     sql(&straight, "SET fintech.pipeline = 'p'").await.unwrap();

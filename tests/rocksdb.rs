@@ -38,9 +38,7 @@ async fn continuation_through_staged_state() {
     for seed in 0..3u64 {
         let partitions = [1, 4, 2][seed as usize];
         let data = random_ticks(seed, 4_000, 29);
-        let whole_ctx = context(partitions);
-        register_trades(&whole_ctx, data.clone()).unwrap();
-        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+        let whole = all_kernels_at_once(&data, partitions).await;
 
         let dir = tempfile::tempdir().unwrap();
         let ctx = rocks_context(partitions, &dir.path().join("state"), 1).await;
@@ -77,9 +75,7 @@ async fn continuation_through_read_ahead() {
     for (seed, working_set) in [(0u64, 1usize << 30), (1, 1 << 30), (2, 20_000)] {
         let partitions = [1, 2, 4][seed as usize];
         let data = random_ticks(seed, 9_000, 3_000);
-        let whole_ctx = context(partitions);
-        register_trades(&whole_ctx, data.clone()).unwrap();
-        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+        let whole = all_kernels_at_once(&data, partitions).await;
 
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -128,9 +124,7 @@ async fn sql_keeping(ctx: &SessionContext, q: &str) -> (Vec<RecordBatch>, usize)
 async fn continuation_through_kept_working_sets() {
     for seed in 0..3u64 {
         let data = random_ticks(seed + 40, 4_000, 29);
-        let whole_ctx = context(2);
-        register_trades(&whole_ctx, data.clone()).unwrap();
-        let whole = rows_by_seq(&sql(&whole_ctx, ALL_KERNELS_QUERY).await.unwrap());
+        let whole = all_kernels_at_once(&data, 2).await;
 
         let dir = tempfile::tempdir().unwrap();
         let ctx = rocks_context(1, &dir.path().join("state"), 128 << 20).await;

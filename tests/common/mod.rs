@@ -122,6 +122,17 @@ pub const ALL_KERNELS_QUERY: &str = "SELECT seq, ts, symbol,
   FROM trades
   WINDOW w AS (PARTITION BY symbol ORDER BY ts)";
 
+/// The rows of `ALL_KERNELS_QUERY` over all of `data` in one query, with per-query state:
+/// what a pipeline that sees `data` in parts must give, bit for bit.
+pub async fn all_kernels_at_once(
+    data: &RecordBatch,
+    partitions: usize,
+) -> Vec<(i64, Vec<Option<u64>>)> {
+    let ctx = context(partitions);
+    register_trades(&ctx, data.clone()).unwrap();
+    rows_by_seq(&sql(&ctx, ALL_KERNELS_QUERY).await.unwrap())
+}
+
 /// The float columns of a result, as bit patterns keyed and sorted by `seq` (column 0).
 pub fn rows_by_seq(batches: &[RecordBatch]) -> Vec<(i64, Vec<Option<u64>>)> {
     let mut out = Vec::new();
