@@ -126,6 +126,11 @@ fn push_data_key(out: &mut Vec<u8>, state_no: u32, key: &[u8]) -> u16 {
     bucket
 }
 
+/// The state number of a data key.
+fn state_no_of(datakey: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(datakey.get(1..5)?.try_into().ok()?))
+}
+
 #[cfg(test)]
 fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -716,9 +721,8 @@ impl RocksStore {
     fn forget_keys<'a>(&self, _w: &mut Writer, datakeys: impl Iterator<Item = &'a [u8]>) {
         let mut all = self.read_aheads();
         for key in datakeys {
-            if let Some(records) = key
-                .get(1..5)
-                .and_then(|n| all.get_mut(&u32::from_be_bytes(n.try_into().unwrap())))
+            if let Some(records) = state_no_of(key)
+                .and_then(|n| all.get_mut(&n))
                 .and_then(|r| r.records.as_mut())
             {
                 records.forget(key);
@@ -938,7 +942,7 @@ impl RocksStore {
             .filter(|(i, _, _)| puts[*i].replaces.is_some())
             .map(|(_, k, _)| k)
             .collect();
-        let mut previous = self.multi_get_sorted(&existing, None)?.into_iter();
+        let mut previous = self.stored_values(&existing)?.into_iter();
         let p = w.pending.entry(attempt).or_default();
         let mut entries = Vec::new();
         for (i, datakey, _) in keys.iter() {
@@ -979,6 +983,33 @@ impl RocksStore {
             .iterator_cf(self.family(LOG_FAMILY)?, IteratorMode::Start)
             .map(|item| item.map_err(|e| self.err("read the commit log", e)))
             .collect()
+    }
+
+    /// The stored values of `keys` (sorted data keys): from what was read ahead where it has
+    /// them, the others in one batched read.
+    fn stored_values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = vec![None; keys.len()];
+        let (mut missing, mut at) = (Vec::new(), Vec::new());
+        {
+            let all = self.read_aheads();
+            for (i, key) in keys.iter().enumerate() {
+                match state_no_of(key)
+                    .and_then(|n| all.get(&n))
+                    .and_then(|r| r.records.as_ref())
+                    .and_then(|r| r.get(key))
+                {
+                    Some(value) => out[i] = Some(value.to_vec()),
+                    None => {
+                        missing.push(*key);
+                        at.push(i);
+                    }
+                }
+            }
+        }
+        for (i, value) in at.into_iter().zip(self.multi_get_sorted(&missing, None)?) {
+            out[i] = value.map(|v| v.to_vec());
+        }
+        Ok(out)
     }
 
     /// Values of `keys`, which must be sorted, in one batched read (as `snapshot` saw them).
@@ -1205,7 +1236,7 @@ impl RocksStore {
         let mut left = Vec::new();
         for (i, key) in rest {
             match records.get(key) {
-                Some(record) => out[i] = Some(record.to_vec()),
+                Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
                 None => left.push((i, key)),
             }
         }
@@ -1249,8 +1280,8 @@ impl RocksStore {
         it.seek(&prefix);
         let mut records = Records::for_state(keys, bytes);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let record = self.unwrap_value(v)?.1;
-            if !records.push(k, record) {
+            self.unwrap_value(v)?;
+            if !records.push(k, v) {
                 return Ok(None);
             }
             it.next();
@@ -1406,12 +1437,13 @@ impl StateStore for RocksStore {
             batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
         }
         let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
+        // The undo entries read what was read ahead; then it is forgotten.
+        let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
         if self.reads_ahead() {
             let (keys, _) = Self::keys_and_deltas(&metas, &puts)?;
             let keys = DataKeys::sorted(&keys, |_, _| {});
             self.forget_keys(&mut w, keys.iter().map(|(_, k, _)| k));
         }
-        let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
         let pending = w.pending.entry(attempt).or_default();
         for (state_no, (k, b)) in deltas {
             let d = pending.deltas.entry(state_no).or_default();

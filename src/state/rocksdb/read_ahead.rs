@@ -26,9 +26,9 @@ use super::fnv1a;
 /// Point reads of a state, times this, at least its keys: the state is read ahead.
 pub(super) const READ_AHEAD_RATIO: u64 = 8;
 
-/// Bytes a record takes in the arena besides its key and record: two lengths and the data
-/// key's prefix.
-const ARENA_OVERHEAD: usize = 15;
+/// Bytes a record takes in the arena besides its key and record: two lengths, the data key's
+/// prefix and the attempt that wrote it.
+const ARENA_OVERHEAD: usize = 23;
 
 /// Bytes a record takes in the index, at its emptiest after a resize.
 const INDEX_BYTES: usize = 32;
@@ -41,8 +41,9 @@ pub(super) fn held() -> usize {
     HELD.load(Ordering::Relaxed)
 }
 
-/// Records of one state, read in one scan: `len:u32 datakey len:u32 record` each, found by
-/// the hash of their data key.
+/// Records of one state, read in one scan: `len:u32 datakey len:u32 value` each (the stored
+/// value: the attempt that wrote the record, then the record), found by the hash of their
+/// data key.
 #[derive(Debug, Default)]
 pub(super) struct Records {
     arena: Vec<u8>,
@@ -71,9 +72,9 @@ impl Records {
         records
     }
 
-    /// Adds a record; false if the arena cannot address it.
-    pub fn push(&mut self, datakey: &[u8], record: &[u8]) -> bool {
-        if self.arena.len() + datakey.len() + record.len() + 8 > u32::MAX as usize {
+    /// Adds the stored value of `datakey`; false if the arena cannot address it.
+    pub fn push(&mut self, datakey: &[u8], value: &[u8]) -> bool {
+        if self.arena.len() + datakey.len() + value.len() + 8 > u32::MAX as usize {
             return false;
         }
         let at = self.arena.len() as u32;
@@ -81,7 +82,7 @@ impl Records {
             Entry::Occupied(_) => return true,
             Entry::Vacant(v) => _ = v.insert(at),
         }
-        for field in [datakey, record] {
+        for field in [datakey, value] {
             self.arena
                 .extend_from_slice(&(field.len() as u32).to_le_bytes());
             self.arena.extend_from_slice(field);
@@ -89,7 +90,8 @@ impl Records {
         true
     }
 
-    /// The record of `datakey`, if it was read ahead (and it is not a second key of its hash).
+    /// The stored value of `datakey`, if it was read ahead (and it is not a second key of its
+    /// hash).
     pub fn get(&self, datakey: &[u8]) -> Option<&[u8]> {
         let at = *self.index.get(&fnv1a(datakey))? as usize;
         let mut rest = &self.arena[at..];
