@@ -9,6 +9,9 @@
 //! memory. That is ski rental: a query that reads no further pays at most about three times
 //! what its point reads cost; one that goes on to read most of the state pays much less.
 //!
+//! A stage also takes the values its undo entries keep from here: a query whose working set
+//! overflows stages keys it loaded moments before, from tables larger than the block cache.
+//!
 //! The records are a copy of the state's data keys, valid for as long as nothing writes them:
 //! a stage or a fold forgets the records of the keys it writes, and the end of the attempt (a
 //! commit, a rollback) drops the pipeline's read-aheads, all under the writer lock, which a
