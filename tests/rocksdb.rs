@@ -239,6 +239,10 @@ const STAGING_AND_LOG: &str =
 const NO_LOG: &str = "SET fintech.rocksdb.commit_log_bytes = 0;";
 /// Commits go to the commit log, which folds every few commits.
 const LOG_FOLDING: &str = "SET fintech.rocksdb.commit_log_bytes = 1000000;";
+/// Input batches of 20 rows read a few keys at a time, until the store reads each state
+/// ahead; stages take their undo values from what it read ahead.
+const READ_AHEAD: &str =
+    "SET datafusion.execution.batch_size = 20; SET fintech.working_set_bytes = 300000;";
 
 /// The script that processes batches `from..to`, each committed with its tag, each writing
 /// its output rows to out_<i>.csv.
@@ -320,11 +324,12 @@ fn batch_dir(dir: &Path, name: &str, data_dir: &Path, batches: usize) -> std::pa
 
 /// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and
 /// end with exactly the state and outputs of an uninterrupted run. Each seed uses the store
-/// another way: staging and the commit log, no commit log, a commit log that folds.
+/// another way: staging and the commit log, no commit log, a commit log that folds, reads
+/// ahead and stages from them.
 #[test]
 fn sigkill_at_random_points_then_resume() {
     const BATCHES: usize = 10;
-    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING];
+    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING, READ_AHEAD];
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
@@ -360,7 +365,7 @@ fn sigkill_at_random_points_then_resume() {
     }
 
     let mut killed_running = 0;
-    for seed in 0..3u64 {
+    for seed in 0..tunings.len() as u64 {
         let tuning = tunings[seed as usize];
         let mut rng = SmallRng::seed_from_u64(seed);
         let run_dir = batch_dir(dir.path(), &format!("run{seed}"), &data_dir, BATCHES);
@@ -411,7 +416,7 @@ fn sigkill_at_random_points_then_resume() {
         eprintln!("seed {seed}: killed at batches {resumed_from:?}, finished from {final_from:?}");
     }
     assert!(
-        killed_running >= 6,
+        killed_running >= 8,
         "only {killed_running} kills hit a running consumer"
     );
 }
