@@ -6,6 +6,7 @@
 //! column per kernel. When the input ends, the dirty states go to the [`QueryRun`], which
 //! commits the whole query at once.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -607,87 +608,65 @@ impl Folder {
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
-        mut keep: Option<&mut WorkingSet>,
+        keep: Option<&mut WorkingSet>,
         sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
     ) -> Result<()> {
         if self.run.pipeline.is_none() {
             return Ok(());
         }
-        let ids: Vec<Arc<str>> = self
-            .calls
-            .iter()
-            .map(|c| Arc::from(c.info.state_id.as_str()))
-            .collect();
-        // Sized once: with a million keys, growing the vectors copied them over and over.
-        let most = self.index.len() * self.calls.len();
-        let capacity = if chunk_bytes == usize::MAX {
-            most
-        } else {
-            most.min(chunk_bytes / 64)
-        };
-        let mut puts = Vec::with_capacity(capacity);
-        if let Some(kept) = keep.as_deref_mut() {
-            kept.index.reserve(self.index.len());
-            kept.slots.reserve(self.index.len());
-        }
-        let (mut chunk, mut keys, mut bytes) = (0usize, 0usize, 0usize);
-        for (key, s) in self.index.drain() {
-            let slot = &mut self.slots[s as usize];
-            if !slot.dirty {
-                continue;
-            }
-            // Unless kept, the key moves into the key's last put.
-            let last = match keep {
-                Some(_) => None,
-                None => slot.states.iter().rposition(|h| h.header.rows > 0),
-            };
-            let mut key = Some(key);
-            for (c, (held, (call, id))) in slot
-                .states
-                .iter_mut()
-                .zip(self.calls.iter().zip(&ids))
-                .enumerate()
-            {
-                if held.header.rows == 0 {
-                    continue;
-                }
-                let mut record = Vec::with_capacity(32);
-                encode_record(&held.header, &mut record);
-                call.kernel.encode(&held.state, &mut record);
-                let replaces = held.stored_len.replace(record.len());
-                let key = if Some(c) == last {
-                    key.take().map(Vec::from).unwrap_or_default()
+        let mut puts = Puts {
+            ids: self
+                .calls
+                .iter()
+                .map(|c| Arc::from(c.info.state_id.as_str()))
+                .collect(),
+            // Sized once: with a million keys, growing the vectors copied them over and over.
+            capacity: {
+                let most = self.index.len() * self.calls.len();
+                if chunk_bytes == usize::MAX {
+                    most
                 } else {
-                    key.as_deref().map(<[u8]>::to_vec).unwrap_or_default()
-                };
-                chunk += key.len() + record.len();
-                puts.push(Put {
-                    state_id: Arc::clone(id),
-                    key,
-                    record,
-                    replaces,
-                });
+                    most.min(chunk_bytes / 64)
+                }
+            },
+            puts: Vec::new(),
+            chunk: 0,
+            keys: 0,
+            bytes: 0,
+        };
+        puts.puts = Vec::with_capacity(puts.capacity);
+        match keep {
+            Some(kept) => {
+                // The index becomes the kept working set's as it is, without the keys only
+                // read: rebuilding it cost a hash insert per key. The slots move in index
+                // order, so that those of keys left out do not pile up query after query.
+                let slots = &self.slots;
+                self.index.retain(|_, s| slots[*s as usize].dirty);
+                let mut kept_slots = Vec::with_capacity(self.index.len());
+                for (key, s) in self.index.iter_mut() {
+                    let mut slot = std::mem::take(&mut self.slots[*s as usize]);
+                    puts.add(&self.calls, &mut slot.states, Cow::Borrowed(key));
+                    slot.dirty = false;
+                    *s = kept_slots.len() as u32;
+                    kept_slots.push(slot);
+                    puts.flush(chunk_bytes, sink)?;
+                }
+                kept.index = std::mem::take(&mut self.index);
+                kept.slots = kept_slots;
             }
-            if let (Some(kept), Some(key)) = (keep.as_deref_mut(), key) {
-                let mut slot = std::mem::take(slot);
-                slot.dirty = false;
-                kept.index.insert(key, kept.slots.len() as u32);
-                kept.slots.push(slot);
-            }
-            if chunk >= chunk_bytes {
-                keys += puts.len();
-                bytes += chunk;
-                sink(std::mem::replace(&mut puts, Vec::with_capacity(capacity)))?;
-                chunk = 0;
+            None => {
+                for (key, s) in self.index.drain() {
+                    let slot = &mut self.slots[s as usize];
+                    if slot.dirty {
+                        puts.add(&self.calls, &mut slot.states, Cow::Owned(key.into_vec()));
+                        puts.flush(chunk_bytes, sink)?;
+                    }
+                }
             }
         }
-        keys += puts.len();
-        bytes += chunk;
-        if !puts.is_empty() {
-            sink(puts)?;
-        }
-        self.metrics.keys_stored.add(keys);
-        self.metrics.bytes_stored.add(bytes);
+        puts.flush(0, sink)?;
+        self.metrics.keys_stored.add(puts.keys);
+        self.metrics.bytes_stored.add(puts.bytes);
         Ok(())
     }
 
@@ -711,9 +690,75 @@ impl Folder {
             })?;
         }
         if let Some(kept) = kept.as_mut() {
-            kept.bytes = self.cached_bytes / total * kept.slots.len();
+            kept.bytes = self.cached_bytes / total * kept.index.len();
         }
         self.run.finish_partition(self.partition, puts, kept)
+    }
+}
+
+/// Puts being encoded by `Folder::dirty_puts`, handed on in chunks.
+struct Puts {
+    /// The state id of each kernel call.
+    ids: Vec<Arc<str>>,
+    capacity: usize,
+    puts: Vec<Put>,
+    /// Key and record bytes of the chunk being built.
+    chunk: usize,
+    /// Puts and their bytes handed on so far.
+    keys: usize,
+    bytes: usize,
+}
+
+impl Puts {
+    /// Encodes the updated states of `key`. An owned key moves into its last put.
+    fn add(&mut self, calls: &[KernelCall], states: &mut [Held], mut key: Cow<'_, [u8]>) {
+        let last = match key {
+            Cow::Owned(_) => states.iter().rposition(|h| h.header.rows > 0),
+            Cow::Borrowed(_) => None,
+        };
+        for (c, (held, (call, id))) in states
+            .iter_mut()
+            .zip(calls.iter().zip(&self.ids))
+            .enumerate()
+        {
+            if held.header.rows == 0 {
+                continue;
+            }
+            let mut record = Vec::with_capacity(32);
+            encode_record(&held.header, &mut record);
+            call.kernel.encode(&held.state, &mut record);
+            let replaces = held.stored_len.replace(record.len());
+            self.chunk += key.len() + record.len();
+            let key = if Some(c) == last {
+                std::mem::take(&mut key).into_owned()
+            } else {
+                key.to_vec()
+            };
+            self.puts.push(Put {
+                state_id: Arc::clone(id),
+                key,
+                record,
+                replaces,
+            });
+        }
+    }
+
+    /// Hands the chunk to `sink` once it holds `chunk_bytes` (0: whatever it holds).
+    fn flush(
+        &mut self,
+        chunk_bytes: usize,
+        sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
+    ) -> Result<()> {
+        if self.puts.is_empty() || self.chunk < chunk_bytes {
+            return Ok(());
+        }
+        self.keys += self.puts.len();
+        self.bytes += self.chunk;
+        self.chunk = 0;
+        sink(std::mem::replace(
+            &mut self.puts,
+            Vec::with_capacity(self.capacity),
+        ))
     }
 }
 
