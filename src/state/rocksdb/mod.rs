@@ -161,16 +161,41 @@ struct Entry {
 impl DataKeys {
     /// The data keys of `(state number, key)` pairs, sorted; `value(i, out)` appends the value
     /// of input `i` to `out` (or nothing).
-    fn sorted(keys: &[(u32, &[u8])], mut value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
-        let mut bytes = Vec::with_capacity(keys.iter().map(|(_, k)| 7 + k.len()).sum());
-        let mut entries = Vec::with_capacity(keys.len());
+    fn sorted(keys: &[(u32, &[u8])], value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
+        let mut data_keys = Self::in_input_order(keys, value);
+        let (bytes, entries) = (&data_keys.bytes, &data_keys.entries);
         // (state number, bucket) compares as the first bytes of the data key do, and the
         // key's first 16 bytes (zero-padded) as its prefix does: most comparisons never
         // touch the keys themselves.
-        let mut order: Vec<(u32, u16, u128, usize)> = Vec::with_capacity(keys.len());
+        let mut order: Vec<(u32, u16, u128, usize)> = keys
+            .iter()
+            .zip(entries)
+            .map(|((state_no, key), e)| {
+                let bucket = u16::from_be_bytes([bytes[e.start + 5], bytes[e.start + 6]]);
+                let mut head = [0u8; 16];
+                let n = key.len().min(16);
+                head[..n].copy_from_slice(&key[..n]);
+                (*state_no, bucket, u128::from_be_bytes(head), e.input)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| {
+                let (x, y) = (&entries[a.3], &entries[b.3]);
+                bytes[x.start..x.key_end].cmp(&bytes[y.start..y.key_end])
+            })
+        });
+        data_keys.entries = order.iter().map(|o| data_keys.entries[o.3]).collect();
+        data_keys
+    }
+
+    /// The data keys of `(state number, key)` pairs, in input order; `value(i, out)` as for
+    /// [`DataKeys::sorted`].
+    fn in_input_order(keys: &[(u32, &[u8])], mut value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
+        let mut bytes = Vec::with_capacity(keys.iter().map(|(_, k)| 7 + k.len()).sum());
+        let mut entries = Vec::with_capacity(keys.len());
         for (i, (state_no, key)) in keys.iter().enumerate() {
             let start = bytes.len();
-            let bucket = push_data_key(&mut bytes, *state_no, key);
+            push_data_key(&mut bytes, *state_no, key);
             let key_end = bytes.len();
             value(i, &mut bytes);
             entries.push(Entry {
@@ -179,22 +204,11 @@ impl DataKeys {
                 end: bytes.len(),
                 input: i,
             });
-            let mut head = [0u8; 16];
-            let n = key.len().min(16);
-            head[..n].copy_from_slice(&key[..n]);
-            order.push((*state_no, bucket, u128::from_be_bytes(head), i));
         }
-        order.sort_unstable_by(|a, b| {
-            (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| {
-                let (x, y) = (&entries[a.3], &entries[b.3]);
-                bytes[x.start..x.key_end].cmp(&bytes[y.start..y.key_end])
-            })
-        });
-        let entries = order.iter().map(|o| entries[o.3]).collect();
         Self { bytes, entries }
     }
 
-    /// (position in the input, data key, value), in key order.
+    /// (position in the input, data key, value), in the order built (key order if sorted).
     fn iter(&self) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
         self.entries.iter().map(|e| {
             (
@@ -1145,7 +1159,8 @@ impl RocksStore {
         };
         let mut out = vec![None; keys.len()];
         let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
-        let keys = DataKeys::sorted(&keys, |_, _| {});
+        // Sorted only for what is left for RocksDB.
+        let keys = DataKeys::in_input_order(&keys, |_, _| {});
         // The commit log first: it holds the newest records of the keys it has (committed
         // ones: staging folds the log first).
         let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(out.len());
@@ -1167,6 +1182,7 @@ impl RocksStore {
         if rest.is_empty() {
             return Ok(out);
         }
+        rest.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let snapshot = (view == View::Committed).then(|| self.db.snapshot());
         let staging = match &snapshot {
             Some(snapshot) => self.in_flight(snapshot, pipeline)?,
