@@ -614,27 +614,14 @@ impl Folder {
         if self.run.pipeline.is_none() {
             return Ok(());
         }
-        let mut puts = Puts {
-            ids: self
-                .calls
-                .iter()
-                .map(|c| Arc::from(c.info.state_id.as_str()))
-                .collect(),
-            // Sized once: with a million keys, growing the vectors copied them over and over.
-            capacity: {
-                let most = self.index.len() * self.calls.len();
-                if chunk_bytes == usize::MAX {
-                    most
-                } else {
-                    most.min(chunk_bytes / 64)
-                }
-            },
-            puts: Vec::new(),
-            chunk: 0,
-            keys: 0,
-            bytes: 0,
+        // Sized once: with a million keys, growing the vectors copied them over and over.
+        let most = self.index.len() * self.calls.len();
+        let capacity = if chunk_bytes == usize::MAX {
+            most
+        } else {
+            most.min(chunk_bytes / 64)
         };
-        puts.puts = Vec::with_capacity(puts.capacity);
+        let mut puts = Puts::new(&self.calls, capacity);
         match keep {
             Some(kept) => {
                 // The index becomes the kept working set's as it is, without the keys only
@@ -700,6 +687,7 @@ impl Folder {
 struct Puts {
     /// The state id of each kernel call.
     ids: Vec<Arc<str>>,
+    /// Puts a chunk has room for.
     capacity: usize,
     puts: Vec<Put>,
     /// Key and record bytes of the chunk being built.
@@ -710,6 +698,20 @@ struct Puts {
 }
 
 impl Puts {
+    fn new(calls: &[KernelCall], capacity: usize) -> Self {
+        Self {
+            ids: calls
+                .iter()
+                .map(|c| Arc::from(c.info.state_id.as_str()))
+                .collect(),
+            capacity,
+            puts: Vec::with_capacity(capacity),
+            chunk: 0,
+            keys: 0,
+            bytes: 0,
+        }
+    }
+
     /// Encodes the updated states of `key`. An owned key moves into its last put.
     fn add(&mut self, calls: &[KernelCall], states: &mut [Held], mut key: Cow<'_, [u8]>) {
         let last = match key {
