@@ -1457,7 +1457,7 @@ impl StateStore for RocksStore {
         let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
         if self.reads_ahead() {
             let (keys, _) = Self::keys_and_deltas(&metas, &puts)?;
-            let keys = DataKeys::sorted(&keys, |_, _| {});
+            let keys = DataKeys::in_input_order(&keys, |_, _| {});
             self.forget_keys(&mut w, keys.iter().map(|(_, k, _)| k));
         }
         let pending = w.pending.entry(attempt).or_default();
