@@ -17,7 +17,7 @@
 //! commit, a rollback) drops the pipeline's read-aheads, all under the writer lock, which a
 //! scan also holds. The commit log is read before the read-ahead, so its newer records still
 //! come first. The records take memory from `fintech.rocksdb.read_ahead_bytes`, shared by
-//! every store of the process; a state that does not fit is read key by key as before.
+//! every store of the process; a state that does not fit is read key by key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
