@@ -1826,13 +1826,7 @@ mod tests {
                 ..put(&key(i), 0, false)
             })
             .collect();
-        let a = store.begin("p").unwrap();
-        let commit = Commit {
-            tag: None,
-            states: vec![info(1)],
-            puts,
-        };
-        store.commit("p", a, commit).unwrap();
+        commit(&store, puts);
         let expect = |i: u32| i.is_multiple_of(2).then(|| i.to_le_bytes().to_vec());
         // All keys (a sweep stepping through), a sparse few (lookups), and two runs far
         // apart (a sweep that seeks across the gap), in scrambled order.
