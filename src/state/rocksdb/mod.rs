@@ -1354,7 +1354,7 @@ impl RocksStore {
             it.next();
         }
         it.status().map_err(|e| self.err("read", e))?;
-        records.count();
+        records.index();
         Ok((read_ahead::held() <= self.read_ahead_bytes).then_some(records))
     }
 

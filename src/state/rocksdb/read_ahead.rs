@@ -21,10 +21,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::common::HashMap;
-use datafusion::common::hash_map::Entry;
-
-use super::fnv1a;
+use super::{BUCKETS, fnv1a};
 
 /// Point reads of a state, times this, at least its keys: the state is read ahead.
 pub(super) const READ_AHEAD_RATIO: u64 = 8;
@@ -33,8 +30,12 @@ pub(super) const READ_AHEAD_RATIO: u64 = 8;
 /// prefix and the attempt that wrote it.
 const ARENA_OVERHEAD: usize = 23;
 
-/// Bytes a record takes in the index, at its emptiest after a resize.
+/// Bytes a record takes in the index at most: a bucket's slots are a power of two, at least
+/// twice its records.
 const INDEX_BYTES: usize = 32;
+
+/// A slot whose record was forgotten: a lookup goes on past it.
+const FORGOTTEN: u64 = u64::MAX;
 
 /// Bytes held by the read-aheads of every store in the process.
 static HELD: AtomicUsize = AtomicUsize::new(0);
@@ -45,14 +46,20 @@ pub(super) fn held() -> usize {
 }
 
 /// Records of one state, read in one scan: `len:u32 datakey len:u32 value` each (the stored
-/// value: the attempt that wrote the record, then the record), found by the hash of their
-/// data key.
+/// value: the attempt that wrote the record, then the record), in data key order.
+///
+/// The index is a hash table per bucket of the data keys (their 6th and 7th bytes), each a
+/// power of two long and laid out in bucket order, as the scan reads the records: building
+/// it touches one bucket's few hundred slots at a time, which stay in the CPU's caches, where
+/// one table for the whole state cost a cache miss per record. A slot holds the upper half of
+/// the key's FNV-1a and its record's offset plus one (0: empty).
 #[derive(Debug, Default)]
 pub(super) struct Records {
     arena: Vec<u8>,
-    /// FNV-1a of a data key -> its offset in `arena`. Of two keys with the same hash, the
-    /// second is not indexed and is read from RocksDB.
-    index: HashMap<u64, u32>,
+    /// Per bucket, where its slots start in `slots`; one more entry ends the last. While the
+    /// records are pushed: per bucket, its records.
+    buckets: Vec<u32>,
+    slots: Vec<u64>,
     /// What `HELD` counts for these records.
     counted: usize,
 }
@@ -68,23 +75,24 @@ impl Records {
     pub fn for_state(keys: usize, bytes: usize) -> Self {
         let mut records = Self {
             arena: Vec::with_capacity(bytes + keys * ARENA_OVERHEAD),
-            index: HashMap::with_capacity(keys),
+            buckets: vec![0; BUCKETS as usize + 1],
+            slots: Vec::new(),
             counted: 0,
         };
         records.count();
         records
     }
 
-    /// Adds the stored value of `datakey`; false if the arena cannot address it.
+    /// Adds the stored value of `datakey`, the next in data key order; false if the arena
+    /// cannot address it, or it is no data key.
     pub fn push(&mut self, datakey: &[u8], value: &[u8]) -> bool {
-        if self.arena.len() + datakey.len() + value.len() + 8 > u32::MAX as usize {
+        let Some(bucket) = bucket_of(datakey) else {
+            return false;
+        };
+        if self.arena.len() + datakey.len() + value.len() + 8 >= u32::MAX as usize {
             return false;
         }
-        let at = self.arena.len() as u32;
-        match self.index.entry(fnv1a(datakey)) {
-            Entry::Occupied(_) => return true,
-            Entry::Vacant(v) => _ = v.insert(at),
-        }
+        self.buckets[bucket] += 1;
         for field in [datakey, value] {
             self.arena
                 .extend_from_slice(&(field.len() as u32).to_le_bytes());
@@ -93,42 +101,107 @@ impl Records {
         true
     }
 
-    /// The stored value of `datakey`, if it was read ahead (and it is not a second key of its
-    /// hash).
+    /// Indexes the records pushed; before, none can be read.
+    pub fn index(&mut self) {
+        let mut start = 0u32;
+        for b in self.buckets.iter_mut() {
+            let records = std::mem::replace(b, start);
+            if records > 0 {
+                start += (2 * records).next_power_of_two();
+            }
+        }
+        self.slots = vec![0; start as usize];
+        let mut at = 0;
+        while at < self.arena.len() {
+            let (datakey, next) = field(&self.arena, at);
+            let (_, next) = field(&self.arena, next);
+            // `push` took only data keys with a bucket.
+            let b = bucket_of(datakey).unwrap_or_default();
+            let (start, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+            let slots = &mut self.slots[start..end];
+            let h = fnv1a(&datakey[7..]);
+            let mask = slots.len() - 1;
+            let mut i = (h >> 12) as usize & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (h & 0xffff_ffff_0000_0000) | (at as u64 + 1);
+            at = next;
+        }
+        self.count();
+    }
+
+    /// The slot of `datakey`, if it was read ahead and not forgotten.
+    fn find(&self, datakey: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None; // not indexed yet, or no records
+        }
+        let b = bucket_of(datakey)?;
+        let (start, end) = (*self.buckets.get(b)? as usize, *self.buckets.get(b + 1)? as usize);
+        if start == end {
+            return None;
+        }
+        let h = fnv1a(&datakey[7..]);
+        let mask = end - start - 1;
+        let mut i = (h >> 12) as usize & mask;
+        loop {
+            let slot = self.slots[start + i];
+            if slot == 0 {
+                return None;
+            }
+            if slot != FORGOTTEN && slot >> 32 == h >> 32 {
+                let at = (slot & 0xffff_ffff) as usize - 1;
+                if field(&self.arena, at).0 == datakey {
+                    return Some(start + i);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The stored value of `datakey`, if it was read ahead.
     pub fn get(&self, datakey: &[u8]) -> Option<&[u8]> {
-        let at = *self.index.get(&fnv1a(datakey))? as usize;
-        let mut rest = &self.arena[at..];
-        let mut field = || {
-            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            let (field, tail) = rest[4..].split_at(len);
-            rest = tail;
-            field
-        };
-        (field() == datakey).then(field)
+        let at = (self.slots[self.find(datakey)?] & 0xffff_ffff) as usize - 1;
+        let (_, value) = field(&self.arena, at);
+        Some(field(&self.arena, value).0)
     }
 
     /// Records that can be read.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.slots
+            .iter()
+            .filter(|s| **s != 0 && **s != FORGOTTEN)
+            .count()
     }
 
     /// Forgets the record of `datakey`, which is about to be written: it is read from RocksDB
     /// again.
     pub fn forget(&mut self, datakey: &[u8]) {
-        if self.get(datakey).is_some() {
-            self.index.remove(&fnv1a(datakey));
+        if let Some(i) = self.find(datakey) {
+            self.slots[i] = FORGOTTEN;
         }
     }
 
     /// Counts the records' memory (as allocated) in `HELD`.
     pub fn count(&mut self) {
-        // A (u64, u32) slot and a control byte per bucket; 7 of 8 buckets are usable.
-        let now = self.arena.capacity() + self.index.capacity() * 20;
+        let now = self.arena.capacity() + self.buckets.capacity() * 4 + self.slots.capacity() * 8;
         HELD.fetch_add(now, Ordering::Relaxed);
         HELD.fetch_sub(self.counted, Ordering::Relaxed);
         self.counted = now;
     }
+}
+
+/// The bucket of a data key (of at least 7 bytes).
+fn bucket_of(datakey: &[u8]) -> Option<usize> {
+    let b = u16::from_be_bytes(datakey.get(5..7)?.try_into().ok()?) as usize;
+    (b < BUCKETS as usize).then_some(b)
+}
+
+/// The length-prefixed field at `at` in `arena`, and where the next one starts.
+fn field(arena: &[u8], at: usize) -> (&[u8], usize) {
+    let len = u32::from_le_bytes(arena[at..at + 4].try_into().unwrap()) as usize;
+    (&arena[at + 4..at + 4 + len], at + 4 + len)
 }
 
 impl Drop for Records {
@@ -160,5 +233,44 @@ impl ReadAhead {
             filling: false,
             too_big: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::data_key;
+    use super::*;
+
+    #[test]
+    fn records_find_what_was_pushed_until_forgotten() {
+        // 20,000 keys: ~5 per bucket, so probes wrap around the ends of buckets' slots.
+        let mut keys: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|i| data_key(3, format!("k{i}").as_bytes()))
+            .collect();
+        keys.push(data_key(3, b""));
+        keys.sort();
+        let value = |k: &[u8]| k.iter().rev().copied().collect::<Vec<u8>>();
+        let mut records = Records::for_state(keys.len(), 0);
+        assert_eq!(records.get(&keys[0]), None, "nothing is found before the index");
+        for k in &keys {
+            assert!(records.push(k, &value(k)));
+        }
+        records.index();
+        assert_eq!(records.len(), keys.len());
+        for k in &keys {
+            assert_eq!(records.get(k), Some(&value(k)[..]));
+        }
+        for missing in [data_key(3, b"k20000"), data_key(4, b"k1"), vec![1, 2, 3]] {
+            assert_eq!(records.get(&missing), None);
+        }
+        for k in keys.iter().step_by(3) {
+            records.forget(k);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let want = (i % 3 != 0).then(|| value(k));
+            assert_eq!(records.get(k).map(<[u8]>::to_vec), want);
+        }
+        assert_eq!(records.len(), keys.len() - keys.len().div_ceil(3));
+        assert!(!records.push(&[1, 2], b"no data key"));
     }
 }
