@@ -3,7 +3,7 @@
 //! RocksDB finds a key that the commit log does not hold in 0.5–1.9 µs on the CI machine, even
 //! when its blocks are cached: a filter probe, an index search and a data-block search, each
 //! a few cache misses once the state outgrows the CPU caches. Reading a whole state into memory
-//! costs ~0.4 µs per key (a scan at ~0.1 µs, and the index). So once the point reads of a
+//! costs ~0.3 µs per key (a scan at ~0.1 µs, and the index). So once the point reads of a
 //! state add up to `1/READ_AHEAD_RATIO` of its keys (somewhat less than what reading it whole
 //! costs), the store reads the whole state in one scan and answers its later reads from
 //! memory. That is ski rental: a query that reads no further pays at most about three times
@@ -137,7 +137,10 @@ impl Records {
             return None; // not indexed yet, or no records
         }
         let b = bucket_of(datakey)?;
-        let (start, end) = (*self.buckets.get(b)? as usize, *self.buckets.get(b + 1)? as usize);
+        let (start, end) = (
+            *self.buckets.get(b)? as usize,
+            *self.buckets.get(b + 1)? as usize,
+        );
         if start == end {
             return None;
         }
@@ -251,7 +254,11 @@ mod tests {
         keys.sort();
         let value = |k: &[u8]| k.iter().rev().copied().collect::<Vec<u8>>();
         let mut records = Records::for_state(keys.len(), 0);
-        assert_eq!(records.get(&keys[0]), None, "nothing is found before the index");
+        assert_eq!(
+            records.get(&keys[0]),
+            None,
+            "nothing is found before the index"
+        );
         for k in &keys {
             assert!(records.push(k, &value(k)));
         }
