@@ -140,9 +140,8 @@ fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
 
 /// Data keys, each with an optional value, in RocksDB's order and in one buffer.
 ///
-/// Built in input order (each input is read once, in sequence), then moved group by group,
-/// a group being the keys of one state and bucket: with a million scattered inputs, reading
-/// them in sorted order instead costs a cache miss per input, which dominated a commit.
+/// Built reading each input once, in sequence: with a million scattered inputs, reading them
+/// in sorted order instead costs a cache miss per input, which dominated a commit.
 struct DataKeys {
     bytes: Vec<u8>,
     /// In key order.
@@ -159,40 +158,43 @@ struct Entry {
 }
 
 impl DataKeys {
-    /// The data keys of `(state number, key)` pairs, sorted; `value(i, out)` appends the value
-    /// of input `i` to `out` (or nothing).
+    /// The data keys of `(state number, key)` pairs, sorted, each followed by the value of
+    /// its input `i`: `value_len(i)` bytes, which `value(i, out)` writes.
     ///
     /// A counting sort on (state number, bucket), the data key's first bytes: it reads the
-    /// keys built in input order once, in order, and appends each to its group, so that only
-    /// the keys of one group (a few hundred even with a million keys) are sorted together,
-    /// in a stretch of memory that stays in the CPU's caches. Sorting all entries at once
-    /// and writing them in that order cost a cache miss per comparison and per key written.
-    fn sorted(keys: &[(u32, &[u8])], value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
-        let built = Self::in_input_order(keys, value);
+    /// inputs once, in order, and writes each to its group, so that only the keys of one group
+    /// (a few hundred even with a million keys) are sorted together, in a stretch of memory
+    /// that stays in the CPU's caches. Sorting all entries at once and writing them in that
+    /// order cost a cache miss per comparison and per key written.
+    fn sorted(
+        keys: &[(u32, &[u8])],
+        value_len: impl Fn(usize) -> usize,
+        mut value: impl FnMut(usize, &mut [u8]),
+    ) -> Self {
         let mut state_nos: Vec<u32> = keys.iter().map(|(s, _)| *s).collect();
         state_nos.sort_unstable();
         state_nos.dedup();
         let buckets = BUCKETS as usize;
-        let group = |e: &Entry| {
-            let k = &built.bytes[e.start..e.key_end];
-            let state_no = u32::from_be_bytes([k[1], k[2], k[3], k[4]]);
-            let rank = state_nos.binary_search(&state_no).unwrap_or_default();
-            rank * buckets + u16::from_be_bytes([k[5], k[6]]) as usize
-        };
-        let groups: Vec<u32> = built.entries.iter().map(|e| group(e) as u32).collect();
+        let groups: Vec<u32> = keys
+            .iter()
+            .map(|(state_no, key)| {
+                let rank = state_nos.binary_search(state_no).unwrap_or_default();
+                (rank * buckets + bucket(key) as usize) as u32
+            })
+            .collect();
         // Per group: where its entries and bytes start.
         let mut first_entry = vec![0usize; state_nos.len() * buckets + 1];
         let mut first_byte = first_entry.clone();
-        for (e, g) in built.entries.iter().zip(&groups) {
+        for (i, ((_, key), g)) in keys.iter().zip(&groups).enumerate() {
             first_entry[*g as usize + 1] += 1;
-            first_byte[*g as usize + 1] += e.end - e.start;
+            first_byte[*g as usize + 1] += 7 + key.len() + value_len(i);
         }
         for g in 1..first_entry.len() {
             first_entry[g] += first_entry[g - 1];
             first_byte[g] += first_byte[g - 1];
         }
         let (mut next_entry, mut next_byte) = (first_entry.clone(), first_byte.clone());
-        let mut bytes = vec![0u8; built.bytes.len()];
+        let mut bytes = vec![0u8; *first_byte.last().unwrap_or(&0)];
         let mut entries = vec![
             Entry {
                 start: 0,
@@ -200,22 +202,27 @@ impl DataKeys {
                 end: 0,
                 input: 0,
             };
-            built.entries.len()
+            keys.len()
         ];
-        for (e, g) in built.entries.iter().zip(&groups) {
-            let (at, start) = (&mut next_entry[*g as usize], &mut next_byte[*g as usize]);
-            let len = e.end - e.start;
-            bytes[*start..*start + len].copy_from_slice(&built.bytes[e.start..e.end]);
-            entries[*at] = Entry {
-                start: *start,
-                key_end: *start + (e.key_end - e.start),
-                end: *start + len,
-                input: e.input,
+        for (i, ((state_no, key), g)) in keys.iter().zip(&groups).enumerate() {
+            let g = *g as usize;
+            let (start, key_end) = (next_byte[g], next_byte[g] + 7 + key.len());
+            let end = key_end + value_len(i);
+            let out = &mut bytes[start..end];
+            out[0] = DATA;
+            out[1..5].copy_from_slice(&state_no.to_be_bytes());
+            out[5..7].copy_from_slice(&((g % buckets) as u16).to_be_bytes());
+            out[7..key_end - start].copy_from_slice(key);
+            value(i, &mut out[key_end - start..]);
+            entries[next_entry[g]] = Entry {
+                start,
+                key_end,
+                end,
+                input: i,
             };
-            *at += 1;
-            *start += len;
+            next_entry[g] += 1;
+            next_byte[g] = end;
         }
-        drop(built);
         for g in first_entry.windows(2) {
             // Within a group the keys share their first 7 bytes.
             entries[g[0]..g[1]].sort_unstable_by(|x, y| {
@@ -985,10 +992,14 @@ impl RocksStore {
         // faster than the same keys in hash order. A stored value is the attempt that wrote
         // the record (so that a later stage of the same attempt knows the key's undo entry
         // exists), then the record.
-        let keys = DataKeys::sorted(&keys, |i, out| {
-            out.extend_from_slice(&attempt.to_le_bytes());
-            out.extend_from_slice(&puts[i].record);
-        });
+        let keys = DataKeys::sorted(
+            &keys,
+            |i| 8 + puts[i].record.len(),
+            |i, out| {
+                out[..8].copy_from_slice(&attempt.to_le_bytes());
+                out[8..].copy_from_slice(&puts[i].record);
+            },
+        );
         if undo {
             self.write_undo(w, batch, puts, &keys, attempt)?;
         }
@@ -2238,7 +2249,7 @@ mod tests {
             .collect();
         // Values of 0 to 2 bytes.
         let value = |i: usize| vec![i as u8; i % 3];
-        let sorted = DataKeys::sorted(&input, |i, out| out.extend(value(i)));
+        let sorted = DataKeys::sorted(&input, |i| i % 3, |i, out| out.copy_from_slice(&value(i)));
         let mut expected: Vec<Vec<u8>> = input.iter().map(|(s, k)| data_key(*s, k)).collect();
         expected.sort();
         let got: Vec<Vec<u8>> = sorted.iter().map(|(_, k, _)| k.to_vec()).collect();
