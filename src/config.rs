@@ -139,7 +139,9 @@ const ENTRIES: &[(&str, &str)] = &[
     ),
     (
         "rocksdb.read_ahead_bytes",
-        "Memory for RocksDB states that a query reads much of, read whole in one scan instead          of key by key, for every state in the process (default 256 MiB; 0: always key by          key; read when a store opens).",
+        "Memory for RocksDB states that a query reads much of, read whole in one scan instead \
+         of key by key, for every state in the process (default 256 MiB; 0: always key by \
+         key; read when a store opens).",
     ),
 ];
 

@@ -977,7 +977,7 @@ impl RocksStore {
 
     /// Writes `puts` of `attempt` into `batch`, in key order, and returns per state number the
     /// change in keys and bytes; with `undo`, the first write of a key in the attempt also
-    /// records the value it replaces.
+    /// records the value it replaces. What was read ahead of the keys is forgotten.
     fn write_puts(
         &self,
         w: &mut Writer,
@@ -1002,6 +1002,11 @@ impl RocksStore {
         );
         if undo {
             self.write_undo(w, batch, puts, &keys, attempt)?;
+        }
+        // What was read ahead of these keys is stale once the batch is written (the undo
+        // entries above took their values from it first).
+        if self.reads_ahead() {
+            self.forget_keys(w, keys.iter().map(|(_, k, _)| k));
         }
         for (_, datakey, value) in keys.iter() {
             batch.put(datakey, value);
@@ -1524,13 +1529,7 @@ impl StateStore for RocksStore {
             batch.put(meta_key("next_attempt"), w.next_attempt.to_le_bytes());
         }
         let metas = self.register_states(&mut w, &mut batch, pipeline, states, Some(attempt))?;
-        // The undo entries read what was read ahead; then it is forgotten.
         let deltas = self.write_puts(&mut w, &mut batch, &metas, &puts, attempt, true)?;
-        if self.reads_ahead() {
-            let (keys, _) = Self::keys_and_deltas(&metas, &puts)?;
-            let keys = DataKeys::in_input_order(&keys, |_, _| {});
-            self.forget_keys(&mut w, keys.iter().map(|(_, k, _)| k));
-        }
         let pending = w.pending.entry(attempt).or_default();
         for (state_no, (k, b)) in deltas {
             let d = pending.deltas.entry(state_no).or_default();

@@ -116,12 +116,10 @@ impl Records {
             let (datakey, next) = field(&self.arena, at);
             let (_, next) = field(&self.arena, next);
             // `push` took only data keys with a bucket.
-            let b = bucket_of(datakey).unwrap_or_default();
-            let (start, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-            let slots = &mut self.slots[start..end];
-            let h = fnv1a(&datakey[7..]);
+            let region = self.region(bucket_of(datakey).unwrap_or_default());
+            let slots = &mut self.slots[region];
+            let (h, mut i) = home(datakey, slots.len());
             let mask = slots.len() - 1;
-            let mut i = (h >> 12) as usize & mask;
             while slots[i] != 0 {
                 i = (i + 1) & mask;
             }
@@ -131,22 +129,23 @@ impl Records {
         self.count();
     }
 
+    /// The slots of bucket `b`, once indexed.
+    fn region(&self, b: usize) -> std::ops::Range<usize> {
+        self.buckets[b] as usize..self.buckets[b + 1] as usize
+    }
+
     /// The slot of `datakey`, if it was read ahead and not forgotten.
     fn find(&self, datakey: &[u8]) -> Option<usize> {
         if self.slots.is_empty() {
             return None; // not indexed yet, or no records
         }
-        let b = bucket_of(datakey)?;
-        let (start, end) = (
-            *self.buckets.get(b)? as usize,
-            *self.buckets.get(b + 1)? as usize,
-        );
-        if start == end {
+        let region = self.region(bucket_of(datakey)?);
+        if region.is_empty() {
             return None;
         }
-        let h = fnv1a(&datakey[7..]);
-        let mask = end - start - 1;
-        let mut i = (h >> 12) as usize & mask;
+        let start = region.start;
+        let (h, mut i) = home(datakey, region.len());
+        let mask = region.len() - 1;
         loop {
             let slot = self.slots[start + i];
             if slot == 0 {
@@ -193,6 +192,13 @@ impl Records {
         HELD.fetch_sub(self.counted, Ordering::Relaxed);
         self.counted = now;
     }
+}
+
+/// The hash of `datakey`'s key and its first slot among `slots` (a power of two). The hash's
+/// low 12 bits are the bucket, the same for every key of the region.
+fn home(datakey: &[u8], slots: usize) -> (u64, usize) {
+    let h = fnv1a(&datakey[7..]);
+    (h, (h >> 12) as usize & (slots - 1))
 }
 
 /// The bucket of a data key (of at least 7 bytes).
