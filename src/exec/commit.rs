@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::error::{DataFusionError, Result};
 
-use super::operator::WorkingSet;
+use super::working_set::WorkingSet;
 use crate::config::FintechConfig;
 use crate::state::{
     Commit, PipelineLease, Put, StateInfo, StateStore, StoreRegistry, already_committed,
@@ -41,7 +41,7 @@ struct KeptSet {
 
 impl KeptSet {
     fn bytes(&self) -> usize {
-        self.partitions.iter().flatten().map(|p| p.bytes()).sum()
+        self.partitions.iter().flatten().map(|p| p.bytes).sum()
     }
 }
 

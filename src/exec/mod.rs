@@ -4,6 +4,7 @@
 pub mod commit;
 pub mod operator;
 pub mod rule;
+pub mod working_set;
 
 pub use operator::KeyedStateExec;
 pub use rule::KeyedStateRule;

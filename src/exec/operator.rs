@@ -6,7 +6,6 @@
 //! column per kernel. When the input ends, the dirty states go to the [`QueryRun`], which
 //! commits the whole query at once.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,6 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Bu
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::HashMap;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -32,9 +30,10 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 
 use super::commit::{KeptSets, QueryRun};
+use super::working_set::{Held, WorkingSet};
 use crate::config::{FintechConfig, LateRows};
-use crate::kernels::{Kernel, KernelState};
-use crate::state::codec::{RecordHeader, decode_record, encode_keys, encode_record};
+use crate::kernels::Kernel;
+use crate::state::codec::{EncodedKeys, RecordHeader, decode_record, encode_keys, encode_record};
 use crate::state::{KeyType, Put, StateInfo, StoreRegistry};
 
 /// Encoded bytes an eviction stages per store call.
@@ -295,8 +294,10 @@ impl ExecutionPlan for KeyedStateExec {
             commit_time: MetricBuilder::new(&self.metrics).subset_time("commit_time", partition),
             fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
         };
-        let kept = run.take_working_set(partition).unwrap_or_default();
-        metrics.keys_kept.add(kept.index.len());
+        let set = run
+            .take_working_set(partition)
+            .unwrap_or_else(|| WorkingSet::new(self.calls.len()));
+        metrics.keys_kept.add(set.len());
         Ok(Box::pin(KeyedStateStream {
             schema: self.schema(),
             input,
@@ -310,7 +311,6 @@ impl ExecutionPlan for KeyedStateExec {
                             .partition_count()
                             .max(1)
                 }),
-                cached_bytes: kept.bytes,
                 calls: self.calls.clone(),
                 partition_by: self.partition_by.clone(),
                 key_types: self.key_types.clone(),
@@ -319,8 +319,7 @@ impl ExecutionPlan for KeyedStateExec {
                 // Index entry, slot and per-state bookkeeping.
                 slot_size_hint: 64 + 48 * self.calls.len(),
                 growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
-                index: kept.index,
-                slots: kept.slots,
+                set,
                 run,
                 metrics,
             },
@@ -351,45 +350,11 @@ struct OperatorMetrics {
     fold_time: Time,
 }
 
-/// What a partition holds: its keys and their states.
-#[derive(Debug, Default)]
-pub struct WorkingSet {
-    index: HashMap<Box<[u8]>, u32>,
-    slots: Vec<Slot>,
-    /// Estimated memory.
-    bytes: usize,
-}
-
-impl WorkingSet {
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-/// The states of one key, one per kernel call.
-#[derive(Debug, Default)]
-struct Slot {
-    states: Vec<Held>,
-    dirty: bool,
-}
-
-/// A kernel's state for one key.
-#[derive(Debug)]
-struct Held {
-    header: RecordHeader,
-    state: KernelState,
-    /// Length of the record the store held when the state was loaded (`None`: nothing), so
-    /// that the store keeps its counts without reading the key again before writing it.
-    stored_len: Option<usize>,
-}
-
 /// The per-partition state of the operator.
 struct Folder {
     partition: usize,
     /// Working-set budget of this partition when the store stages; `None`: unbounded.
     budget: Option<usize>,
-    /// Estimated memory of the cached keys.
-    cached_bytes: usize,
     calls: Vec<KernelCall>,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     key_types: Vec<KeyType>,
@@ -399,9 +364,8 @@ struct Folder {
     slot_size_hint: usize,
     /// Upper bound of how much one row grows its key's states.
     growth_per_row: usize,
-    /// Encoded key -> index into `slots`.
-    index: HashMap<Box<[u8]>, u32>,
-    slots: Vec<Slot>,
+    /// The keys seen and their states.
+    set: WorkingSet,
     run: Arc<QueryRun>,
     metrics: OperatorMetrics,
 }
@@ -451,30 +415,24 @@ impl Folder {
             })
             .collect::<Result<_>>()?;
 
-        // Map every row to its key's slot; collect keys never seen by this partition.
+        // Map every row to its key's slot; collect keys never seen by this partition. Their
+        // slots are numbered in the order of their first rows.
+        let first_new = self.set.len();
         let mut row_slots = Vec::with_capacity(n);
-        let mut new_slots: Vec<usize> = Vec::new();
+        let mut new_rows: Vec<usize> = Vec::new();
         for i in 0..n {
             let key = keys.row(i);
-            let slot = match self.index.get(key) {
-                Some(s) => *s,
-                None => {
-                    let s = self.slots.len() as u32;
-                    self.cached_bytes += key.len() + self.slot_size_hint;
-                    self.index.insert(key.into(), s);
-                    self.slots.push(Slot {
-                        states: Vec::with_capacity(self.calls.len()),
-                        dirty: false,
-                    });
-                    new_slots.push(i);
-                    s
-                }
-            };
+            let (slot, new) = self.set.slot(key);
+            if new {
+                self.set.bytes += key.len() + self.slot_size_hint;
+                new_rows.push(i);
+            }
             row_slots.push(slot);
         }
-        if !new_slots.is_empty() {
-            self.load(&new_slots, &keys, &row_slots)?;
+        if !new_rows.is_empty() {
+            self.load(&new_rows, &keys)?;
         }
+        debug_assert_eq!(self.set.len(), first_new + new_rows.len());
 
         let _timer = self.metrics.fold_time.timer();
         let mut outputs: Vec<Float64Builder> = self
@@ -485,7 +443,7 @@ impl Folder {
         let mut row = [0.0f64; 4];
         let mut late = 0usize;
         for i in 0..n {
-            let slot = &mut self.slots[row_slots[i] as usize];
+            let (_, states, dirty) = self.set.slot_mut(row_slots[i] as usize);
             let ts = order[i];
             for (c, call) in self.calls.iter().enumerate() {
                 let cols = &inputs[c];
@@ -494,7 +452,7 @@ impl Folder {
                     out.append_null();
                     continue;
                 }
-                let Held { header, state, .. } = &mut slot.states[c];
+                let Held { header, state, .. } = &mut states[c];
                 if let Some(last) = header.last_order
                     && ts < last
                 {
@@ -516,16 +474,16 @@ impl Folder {
                 out.append_option(call.kernel.update(state, &row[..cols.len()]));
                 header.rows += 1;
                 header.last_order = Some(header.last_order.map_or(ts, |l| l.max(ts)));
-                slot.dirty = true;
+                *dirty = true;
             }
         }
         self.metrics.late_rows.add(late);
-        self.cached_bytes += n * self.growth_per_row;
+        self.set.bytes += n * self.growth_per_row;
 
         let mut columns = batch.columns().to_vec();
         columns.extend(outputs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         drop(_timer);
-        if self.budget.is_some_and(|b| self.cached_bytes > b) {
+        if self.budget.is_some_and(|b| self.set.bytes > b) {
             self.evict()?;
         }
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
@@ -538,117 +496,84 @@ impl Folder {
         let _timer = stage_time.timer();
         // In chunks: what an eviction holds in flight stays small next to the working set.
         let run = Arc::clone(&self.run);
-        self.dirty_puts(EVICTION_CHUNK_BYTES, None, &mut |puts| run.stage(puts))?;
+        self.dirty_puts(EVICTION_CHUNK_BYTES, &mut |puts| run.stage(puts))?;
         self.metrics.evictions.add(1);
-        self.index.clear();
-        self.slots.clear();
-        self.cached_bytes = 0;
+        self.set.clear();
         Ok(())
     }
 
-    /// Fills the slots of keys first seen in this batch: from the pipeline's store in one
-    /// call per kernel, or empty.
-    fn load(
-        &mut self,
-        first_rows: &[usize],
-        keys: &crate::state::codec::EncodedKeys,
-        row_slots: &[u32],
-    ) -> Result<()> {
+    /// Gives the keys first seen in this batch their states, from the pipeline's store in one
+    /// call per kernel, or new. `first_rows` are the rows where they appear first, in the
+    /// order of their slots, which have no states yet.
+    fn load(&mut self, first_rows: &[usize], keys: &EncodedKeys) -> Result<()> {
         let load_time = self.metrics.load_time.clone();
         let _timer = load_time.timer();
-        let mut loaded: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+        let calls = self.calls.len();
+        // Row `j`'s state of call `c` at `j * calls + c`.
+        let mut loaded: Vec<Option<Held>> = Vec::new();
         if let Some(p) = &self.run.pipeline {
+            loaded.resize_with(first_rows.len() * calls, || None);
             let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
-            for call in &self.calls {
-                let records = p.store.load(&p.name, &call.info.state_id, &key_refs)?;
-                let (found, bytes) = records
-                    .iter()
-                    .flatten()
-                    .fold((0, 0), |(n, b), r| (n + 1, b + r.len()));
+            for (c, call) in self.calls.iter().enumerate() {
+                let id = &call.info.state_id;
+                let (mut found, mut bytes) = (0, 0);
+                p.store.load(&p.name, id, &key_refs, &mut |j, record| {
+                    let (header, state) =
+                        decode_record(record).map_err(|e| damaged(id, &e.to_string()))?;
+                    let state = call.kernel.decode(state).map_err(|e| damaged(id, &e.0))?;
+                    loaded[j * calls + c] = Some(Held {
+                        header,
+                        state,
+                        stored_len: Some(record.len()),
+                    });
+                    found += 1;
+                    bytes += record.len();
+                    Ok(())
+                })?;
                 self.metrics.keys_loaded.add(found);
                 self.metrics.bytes_loaded.add(bytes);
-                loaded.push(records);
             }
         }
-        for (j, &row) in first_rows.iter().enumerate() {
-            let slot = &mut self.slots[row_slots[row] as usize];
-            for (c, call) in self.calls.iter().enumerate() {
-                let held = match loaded.get(c).and_then(|r| r[j].as_deref()) {
-                    Some(record) => {
-                        let (header, bytes) = decode_record(record)
-                            .map_err(|e| damaged(&call.info.state_id, &e.to_string()))?;
-                        let state = call
-                            .kernel
-                            .decode(bytes)
-                            .map_err(|e| damaged(&call.info.state_id, &e.0))?;
-                        Held {
-                            header,
-                            state,
-                            stored_len: Some(record.len()),
-                        }
-                    }
-                    None => Held {
-                        header: RecordHeader::default(),
-                        state: call.kernel.new_state(),
-                        stored_len: None,
-                    },
-                };
-                self.cached_bytes += call.kernel.heap_size(&held.state);
-                slot.states.push(held);
-            }
+        let mut loaded = loaded.into_iter();
+        let mut heap = 0;
+        for _ in first_rows {
+            self.set.push_states(self.calls.iter().map(|call| {
+                let held = loaded.next().flatten().unwrap_or_else(|| Held {
+                    header: RecordHeader::default(),
+                    state: call.kernel.new_state(),
+                    stored_len: None,
+                });
+                heap += call.kernel.heap_size(&held.state);
+                held
+            }));
         }
+        self.set.bytes += heap;
         Ok(())
     }
 
-    /// The dirty states of every cached key, encoded as puts, handed to `sink` in chunks of
-    /// about `chunk_bytes`; empties the key index. With `keep`, the updated keys and their
-    /// states (now what the store holds) move there: the working set the pipeline's next
-    /// query starts from. Keys only read are left out, as a later query may send them to
-    /// another partition, which would update them.
+    /// The dirty states of every key held, encoded as puts, handed to `sink` in chunks of
+    /// about `chunk_bytes`, in slot order. The keys stay dirty.
     fn dirty_puts(
         &mut self,
         chunk_bytes: usize,
-        keep: Option<&mut WorkingSet>,
         sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
     ) -> Result<()> {
         if self.run.pipeline.is_none() {
             return Ok(());
         }
         // Sized once: with a million keys, growing the vectors copied them over and over.
-        let most = self.index.len() * self.calls.len();
+        let most = self.set.len() * self.calls.len();
         let capacity = if chunk_bytes == usize::MAX {
             most
         } else {
             most.min(chunk_bytes / 64)
         };
         let mut puts = Puts::new(&self.calls, capacity);
-        match keep {
-            Some(kept) => {
-                // The index becomes the kept working set's as it is, without the keys only
-                // read: rebuilding it cost a hash insert per key. The slots move in index
-                // order, so that those of keys left out do not pile up query after query.
-                let slots = &self.slots;
-                self.index.retain(|_, s| slots[*s as usize].dirty);
-                let mut kept_slots = Vec::with_capacity(self.index.len());
-                for (key, s) in self.index.iter_mut() {
-                    let mut slot = std::mem::take(&mut self.slots[*s as usize]);
-                    puts.add(&self.calls, &mut slot.states, Cow::Borrowed(key));
-                    slot.dirty = false;
-                    *s = kept_slots.len() as u32;
-                    kept_slots.push(slot);
-                    puts.flush(chunk_bytes, sink)?;
-                }
-                kept.index = std::mem::take(&mut self.index);
-                kept.slots = kept_slots;
-            }
-            None => {
-                for (key, s) in self.index.drain() {
-                    let slot = &mut self.slots[s as usize];
-                    if slot.dirty {
-                        puts.add(&self.calls, &mut slot.states, Cow::Owned(key.into_vec()));
-                        puts.flush(chunk_bytes, sink)?;
-                    }
-                }
+        for s in 0..self.set.len() {
+            let (key, states, dirty) = self.set.slot_mut(s);
+            if *dirty {
+                puts.add(&self.calls, states, key);
+                puts.flush(chunk_bytes, sink)?;
             }
         }
         puts.flush(0, sink)?;
@@ -658,16 +583,17 @@ impl Folder {
     }
 
     /// Hands the dirty states to the run, which commits when every partition is done, and,
-    /// when the run keeps working sets, the keys this partition updated.
+    /// when the run keeps working sets, the keys this partition updated: the working set the
+    /// pipeline's next query starts from. Keys only read are left out, as a later query may
+    /// send them to another partition, which would update them.
     fn finish(&mut self) -> Result<()> {
         // The final updates go into the commit itself, all at once.
         let commit_time = self.metrics.commit_time.clone();
         let _timer = commit_time.timer();
         let mut puts = Vec::new();
-        let mut kept = self.run.keeps_working_sets().then(WorkingSet::default);
-        let total = self.slots.len().max(1);
+        let mut kept = None;
         if self.run.commits() {
-            self.dirty_puts(usize::MAX, kept.as_mut(), &mut |chunk| {
+            self.dirty_puts(usize::MAX, &mut |chunk| {
                 if puts.is_empty() {
                     puts = chunk;
                 } else {
@@ -675,9 +601,13 @@ impl Folder {
                 }
                 Ok(())
             })?;
-        }
-        if let Some(kept) = kept.as_mut() {
-            kept.bytes = self.cached_bytes / total * kept.index.len();
+            if self.run.keeps_working_sets() {
+                let total = self.set.len().max(1);
+                self.set.retain_dirty();
+                self.set.bytes = self.set.bytes / total * self.set.len();
+                let empty = WorkingSet::new(self.calls.len());
+                kept = Some(std::mem::replace(&mut self.set, empty));
+            }
         }
         self.run.finish_partition(self.partition, puts, kept)
     }
@@ -712,17 +642,9 @@ impl Puts {
         }
     }
 
-    /// Encodes the updated states of `key`. An owned key moves into its last put.
-    fn add(&mut self, calls: &[KernelCall], states: &mut [Held], mut key: Cow<'_, [u8]>) {
-        let last = match key {
-            Cow::Owned(_) => states.iter().rposition(|h| h.header.rows > 0),
-            Cow::Borrowed(_) => None,
-        };
-        for (c, (held, (call, id))) in states
-            .iter_mut()
-            .zip(calls.iter().zip(&self.ids))
-            .enumerate()
-        {
+    /// Encodes the updated states of `key`.
+    fn add(&mut self, calls: &[KernelCall], states: &mut [Held], key: &[u8]) {
+        for (held, (call, id)) in states.iter_mut().zip(calls.iter().zip(&self.ids)) {
             if held.header.rows == 0 {
                 continue;
             }
@@ -731,14 +653,9 @@ impl Puts {
             call.kernel.encode(&held.state, &mut record);
             let replaces = held.stored_len.replace(record.len());
             self.chunk += key.len() + record.len();
-            let key = if Some(c) == last {
-                std::mem::take(&mut key).into_owned()
-            } else {
-                key.to_vec()
-            };
             self.puts.push(Put {
                 state_id: Arc::clone(id),
-                key,
+                key: key.to_vec(),
                 record,
                 replaces,
             });

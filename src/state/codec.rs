@@ -77,14 +77,29 @@ pub fn describe_key_columns(cols: &[KeyColumn]) -> String {
         .join(", ")
 }
 
-/// The encoded keys of one batch: row `i` is `bytes[offsets[i]..offsets[i + 1]]`.
-#[derive(Debug, Default)]
+/// Encoded keys, one after another: row `i` is `bytes[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug)]
 pub struct EncodedKeys {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
 }
 
+impl Default for EncodedKeys {
+    fn default() -> Self {
+        Self {
+            bytes: Vec::new(),
+            offsets: vec![0],
+        }
+    }
+}
+
 impl EncodedKeys {
+    /// Appends `key` as the next row.
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.offsets.push(self.bytes.len());
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)
     }

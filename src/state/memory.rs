@@ -116,6 +116,27 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
+    fn load(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // The records are lent, not copied (a memory store commits nothing but whole
+        // queries: what a query loads is what is committed).
+        let p = self.pipelines.read().map_err(|_| poisoned())?;
+        let Some(state) = p.get(pipeline).and_then(|d| d.states.get(state_id)) else {
+            return Ok(());
+        };
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(record) = state.entries.get(*key) {
+                found(i, record)?;
+            }
+        }
+        Ok(())
+    }
+
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let p = self.pipelines.read().map_err(|_| poisoned())?;
         let mut rows: Vec<(Vec<u8>, Vec<u8>)> = p

@@ -143,9 +143,23 @@ pub trait StateStore: Debug + Send + Sync {
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>>;
     /// Records of `keys` as the pipeline's running query sees them: what it staged (see
-    /// [`StateStore::stage`]), else what is committed.
-    fn load(&self, pipeline: &str, state_id: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.get_many(pipeline, state_id, keys)
+    /// [`StateStore::stage`]), else what is committed. `found(i, record)` takes the record of
+    /// `keys[i]`, for each key that has one, in no particular order; the first error it
+    /// returns ends the load. It must not call the store.
+    fn load(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let records = self.get_many(pipeline, state_id, keys)?;
+        for (i, record) in records.iter().enumerate() {
+            if let Some(record) = record {
+                found(i, record)?;
+            }
+        }
+        Ok(())
     }
     /// All committed (key, record) pairs of a state, in key order.
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;

@@ -1220,31 +1220,32 @@ impl RocksStore {
         }
     }
 
-    /// Records of `keys` of a state: committed ones, or also what the pipeline's running
-    /// attempt staged. Committed ones are read from one snapshot, so that a staged record and
-    /// its undo entry are read together.
+    /// Records of `keys` of a state, each handed to `found(i, record)`: committed ones, or
+    /// also what the pipeline's running attempt staged. Committed ones are read from one
+    /// snapshot, so that a staged record and its undo entry are read together.
     fn read(
         &self,
         pipeline: &str,
         state_id: &str,
         keys: &[&[u8]],
         view: View,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let Some(meta) = self.state_meta(pipeline, state_id)? else {
-            return Ok(vec![None; keys.len()]);
+            return Ok(());
         };
-        let mut out = vec![None; keys.len()];
+        let count = keys.len();
         let keys: Vec<(u32, &[u8])> = keys.iter().map(|k| (meta.state_no, *k)).collect();
         // Sorted only for what is left for RocksDB.
         let keys = DataKeys::in_input_order(&keys, |_, _| {});
         // The commit log first: it holds the newest records of the keys it has (committed
         // ones: staging folds the log first).
-        let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(out.len());
+        let mut rest: Vec<(usize, &[u8])> = Vec::with_capacity(count);
         {
             let log = self.log();
             for (i, key, _) in keys.iter() {
                 match log.get(key) {
-                    Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
+                    Some(value) => found(i, self.unwrap_value(value)?.1)?,
                     None => rest.push((i, key)),
                 }
             }
@@ -1253,10 +1254,10 @@ impl RocksStore {
         // symbols): one pass over the state's keys costs less than a lookup per key.
         let sweep = meta.keys > 0 && rest.len() as u64 * SWEEP_RATIO >= meta.keys;
         if view == View::Running && !rest.is_empty() {
-            rest = self.read_ahead_first(pipeline, &meta, rest, !sweep, &mut out)?;
+            rest = self.read_ahead_first(pipeline, &meta, rest, !sweep, found)?;
         }
         if rest.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
         rest.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let snapshot = (view == View::Committed).then(|| self.db.snapshot());
@@ -1264,16 +1265,17 @@ impl RocksStore {
             Some(snapshot) => self.in_flight(snapshot, pipeline)?,
             None => None,
         };
-        let mut found = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
-            out[i] = match &snapshot {
-                Some(snapshot) => self.committed_record(snapshot, staging, key, value)?,
-                None => Some(self.unwrap_value(value)?.1.to_vec()),
-            };
-            Ok(())
+        let mut stored = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
+            match &snapshot {
+                Some(snapshot) => match self.committed_record(snapshot, staging, key, value)? {
+                    Some(record) => found(i, &record),
+                    None => Ok(()),
+                },
+                None => found(i, self.unwrap_value(value)?.1),
+            }
         };
         if sweep {
-            self.sweep(&rest, meta.state_no, snapshot.as_ref(), found)?;
-            return Ok(out);
+            return self.sweep(&rest, meta.state_no, snapshot.as_ref(), stored);
         }
         // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
         let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
@@ -1282,10 +1284,10 @@ impl RocksStore {
             .zip(self.multi_get_sorted(&sorted, snapshot.as_ref())?)
         {
             if let Some(value) = value {
-                found(*i, key, &value)?;
+                stored(*i, key, &value)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// For the running attempt: answers what it can of `rest` (keys of the state `meta`) from
@@ -1298,7 +1300,7 @@ impl RocksStore {
         meta: &StateMeta,
         rest: Vec<(usize, &'k [u8])>,
         lookups: bool,
-        out: &mut [Option<Vec<u8>>],
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<Vec<(usize, &'k [u8])>> {
         if self.read_ahead_bytes == 0 {
             return Ok(rest);
@@ -1328,7 +1330,7 @@ impl RocksStore {
         let mut left = Vec::new();
         for (i, key) in rest {
             match records.get(key) {
-                Some(value) => out[i] = Some(self.unwrap_value(value)?.1.to_vec()),
+                Some(value) => found(i, self.unwrap_value(value)?.1)?,
                 None => left.push((i, key)),
             }
         }
@@ -1460,11 +1462,28 @@ impl StateStore for RocksStore {
         state_id: &str,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        self.read(pipeline, state_id, keys, View::Committed)
+        let mut out = vec![None; keys.len()];
+        self.read(
+            pipeline,
+            state_id,
+            keys,
+            View::Committed,
+            &mut |i, record| {
+                out[i] = Some(record.to_vec());
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
-    fn load(&self, pipeline: &str, state_id: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.read(pipeline, state_id, keys, View::Running)
+    fn load(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.read(pipeline, state_id, keys, View::Running, found)
     }
 
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -1694,6 +1713,24 @@ mod tests {
         }
     }
 
+    /// What a read of `keys` of pipeline `p` hands over, as one record (or none) per key.
+    fn records(
+        store: &RocksStore,
+        state_id: &str,
+        keys: &[&[u8]],
+        view: View,
+    ) -> Vec<Option<Vec<u8>>> {
+        let mut out = vec![None; keys.len()];
+        store
+            .read("p", state_id, keys, view, &mut |i, record| {
+                assert!(out[i].is_none(), "key {i} was handed over twice");
+                out[i] = Some(record.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
     #[test]
     fn metadata_round_trips() {
         let m = StateMeta {
@@ -1763,7 +1800,7 @@ mod tests {
             .unwrap();
         let id = "ewma(price,0.5)@symbol";
         assert_eq!(
-            store.load("p", id, &[b"x", b"y"]).unwrap(),
+            records(&store, id, &[b"x", b"y"], View::Running),
             vec![Some(vec![3]), Some(vec![2])]
         );
         // Readers of the committed state (the state tables) do not see what is staged, by
@@ -1775,7 +1812,7 @@ mod tests {
             vec![Some(vec![1])]
         );
         assert_eq!(
-            store.read("p", id, &[b"y", b"x"], View::Committed).unwrap(),
+            store.get_many("p", id, &[b"y", b"x"]).unwrap(),
             vec![None, Some(vec![1])]
         );
         assert_eq!(store.scan("p", id).unwrap(), vec![(b"x".to_vec(), vec![1])]);
@@ -1821,7 +1858,7 @@ mod tests {
         assert_eq!(store.states("p").unwrap().len(), 1);
         assert_eq!(store.scan("p", "other").unwrap(), vec![]);
         assert_eq!(
-            store.load("p", "other", &[b"o"]).unwrap(),
+            records(&store, "other", &[b"o"], View::Running),
             vec![Some(vec![5])]
         );
         store
@@ -1908,7 +1945,7 @@ mod tests {
         let read = |asked: &[u32], view: View| {
             let names: Vec<String> = asked.iter().map(|&i| key(i)).collect();
             let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-            store.read("p", id, &refs, view).unwrap()
+            records(&store, id, &refs, view)
         };
         for asked in &cases {
             let want: Vec<_> = asked.iter().map(|&i| expect(i)).collect();
@@ -1988,7 +2025,7 @@ mod tests {
                         View::Committed => expect(i),
                     })
                     .collect();
-                assert_eq!(store.read("p", id, &refs, view).unwrap(), want, "{asked:?}");
+                assert_eq!(records(store, id, &refs, view), want, "{asked:?}");
             }
         };
         let b = store.begin("p").unwrap();
@@ -2093,7 +2130,7 @@ mod tests {
             .unwrap();
         assert!(store.log().is_empty());
         assert_eq!(
-            store.load("p", id, &all).unwrap(),
+            records(&store, id, &all, View::Running),
             vec![Some(vec![2]), Some(vec![4]), Some(vec![3])]
         );
         assert_eq!(store.get_many("p", id, &all).unwrap(), want);
