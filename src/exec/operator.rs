@@ -316,8 +316,8 @@ impl ExecutionPlan for KeyedStateExec {
                 key_types: self.key_types.clone(),
                 order_by: Arc::clone(&self.order_by),
                 late_rows: config.late_rows,
-                // Index entry, slot and per-state bookkeeping.
-                slot_size_hint: 64 + 48 * self.calls.len(),
+                // The index entry, key offset and dirty flag, and the states as held.
+                slot_size_hint: 16 + std::mem::size_of::<Held>() * self.calls.len(),
                 growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
                 set,
                 run,

@@ -37,7 +37,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
@@ -957,11 +957,25 @@ impl RocksStore {
     ) -> Result<(StateKeys<'a>, Deltas)> {
         let mut deltas: Deltas = HashMap::default();
         let mut keys = Vec::with_capacity(puts.len());
+        // A query's puts share one `Arc` per state: a state's number is looked up by pointer
+        // among the few seen, not by hashing its id for every put.
+        let mut seen: Vec<(&Arc<str>, u32)> = Vec::new();
         for put in puts {
-            let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
-                DataFusionError::Internal(format!("write to unregistered state {}", put.state_id))
-            })?;
-            let d = deltas.entry(meta.state_no).or_default();
+            let state_no = match seen.iter().find(|(id, _)| Arc::ptr_eq(id, &put.state_id)) {
+                Some(&(_, state_no)) => state_no,
+                None => {
+                    let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "write to unregistered state {}",
+                            put.state_id
+                        ))
+                    })?;
+                    // First: the puts of one partition, then the next, each with its own.
+                    seen.insert(0, (&put.state_id, meta.state_no));
+                    meta.state_no
+                }
+            };
+            let d = deltas.entry(state_no).or_default();
             let new_bytes = (put.key.len() + put.record.len()) as i64;
             match put.replaces {
                 None => {
@@ -970,7 +984,7 @@ impl RocksStore {
                 }
                 Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
             }
-            keys.push((meta.state_no, put.key.as_slice()));
+            keys.push((state_no, put.key.as_slice()));
         }
         Ok((keys, deltas))
     }
