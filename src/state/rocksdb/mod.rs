@@ -794,7 +794,7 @@ impl RocksStore {
 
     /// Whether some state has been read ahead.
     fn reads_ahead(&self) -> bool {
-        self.read_aheads().values().any(|r| r.records.is_some())
+        self.read_aheads().values().any(|r| r.holds())
     }
 
     /// Forgets what was read ahead of `datakeys`, which are about to be written. The caller
@@ -802,11 +802,8 @@ impl RocksStore {
     fn forget_keys<'a>(&self, _w: &mut Writer, datakeys: impl Iterator<Item = &'a [u8]>) {
         let mut all = self.read_aheads();
         for key in datakeys {
-            if let Some(records) = state_no_of(key)
-                .and_then(|n| all.get_mut(&n))
-                .and_then(|r| r.records.as_mut())
-            {
-                records.forget(key);
+            if let Some(r) = state_no_of(key).and_then(|n| all.get_mut(&n)) {
+                r.forget(key);
             }
         }
     }
@@ -1089,20 +1086,21 @@ impl RocksStore {
             .collect()
     }
 
-    /// The stored values of `keys` (sorted data keys): from what was read ahead where it has
-    /// them, the others in one batched read.
+    /// The stored values of `keys` (sorted data keys, about to be written): from what was
+    /// read ahead or lent where it has them, the others in one batched read.
     fn stored_values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = vec![None; keys.len()];
         let (mut missing, mut at) = (Vec::new(), Vec::new());
         {
-            let all = self.read_aheads();
+            let mut all = self.read_aheads();
             for (i, key) in keys.iter().enumerate() {
-                match state_no_of(key)
-                    .and_then(|n| all.get(&n))
-                    .and_then(|r| r.records.as_ref())
-                    .and_then(|r| r.get(key))
-                {
-                    Some(value) => out[i] = Some(value.to_vec()),
+                let r = state_no_of(key).and_then(|n| all.get_mut(&n));
+                let value = r.and_then(|r| match r.records.as_ref().and_then(|x| x.get(key)) {
+                    Some(value) => Some(value.to_vec()),
+                    None => r.take_lent(key).map(Vec::from),
+                });
+                match value {
+                    Some(value) => out[i] = Some(value),
                     None => {
                         missing.push(*key);
                         at.push(i);
@@ -1114,6 +1112,24 @@ impl RocksStore {
             out[i] = value.map(|v| v.to_vec());
         }
         Ok(out)
+    }
+
+    /// Reads `keys` (sorted data keys, as `snapshot` sees them) in one batched read.
+    /// `found(i, data key, value)` takes each stored value.
+    fn multi_get_each(
+        &self,
+        keys: &[(usize, &[u8])],
+        snapshot: Option<&Snapshot>,
+        mut found: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
+        let sorted: Vec<&[u8]> = keys.iter().map(|(_, k)| *k).collect();
+        for ((i, key), value) in keys.iter().zip(self.multi_get_sorted(&sorted, snapshot)?) {
+            if let Some(value) = value {
+                found(*i, key, &value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Values of `keys`, which must be sorted, in one batched read (as `snapshot` saw them).
@@ -1279,29 +1295,38 @@ impl RocksStore {
             Some(snapshot) => self.in_flight(snapshot, pipeline)?,
             None => None,
         };
+        // What the running attempt reads from RocksDB is lent to the state's read-ahead, for
+        // the undo entries of a stage.
+        let lends = view == View::Running && self.read_ahead_bytes > 0;
+        let mut lent = Vec::new();
         let mut stored = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
             match &snapshot {
                 Some(snapshot) => match self.committed_record(snapshot, staging, key, value)? {
                     Some(record) => found(i, &record),
                     None => Ok(()),
                 },
-                None => found(i, self.unwrap_value(value)?.1),
+                None => {
+                    if lends {
+                        lent.push((Box::from(key), Box::from(value)));
+                    }
+                    found(i, self.unwrap_value(value)?.1)
+                }
             }
         };
-        if sweep {
-            return self.sweep(&rest, meta.state_no, snapshot.as_ref(), stored);
-        }
-        // Sorted, RocksDB reads the keys of a memtable or table block in one sweep.
-        let sorted: Vec<&[u8]> = rest.iter().map(|(_, k)| *k).collect();
-        for ((i, key), value) in rest
-            .iter()
-            .zip(self.multi_get_sorted(&sorted, snapshot.as_ref())?)
+        let read = if sweep {
+            self.sweep(&rest, meta.state_no, snapshot.as_ref(), &mut stored)
+        } else {
+            self.multi_get_each(&rest, snapshot.as_ref(), &mut stored)
+        };
+        if !lent.is_empty()
+            && let Some(r) = self.read_aheads().get_mut(&meta.state_no)
+            && r.records.is_none()
         {
-            if let Some(value) = value {
-                stored(*i, key, &value)?;
+            for (key, value) in lent {
+                r.lend(key, value, self.read_ahead_bytes);
             }
         }
-        Ok(())
+        read
     }
 
     /// For the running attempt: answers what it can of `rest` (keys of the state `meta`) from
@@ -1373,6 +1398,9 @@ impl RocksStore {
         r.filling = false;
         r.records = records?;
         r.too_big = r.records.is_none();
+        if !r.too_big {
+            r.drop_lent();
+        }
         Ok(())
     }
 
@@ -2001,6 +2029,73 @@ mod tests {
                 .map(Records::len)
                 .sum()
         }
+
+        /// Values lent to read-aheads, over every state.
+        fn lent_keys(&self) -> usize {
+            self.read_aheads().values().map(|r| r.lent_len()).sum()
+        }
+    }
+
+    #[test]
+    fn lent_values_become_undo_entries_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path().to_str().unwrap(), &with_log(0)).unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i:03}")).collect();
+        commit(&store, keys.iter().map(|k| put(k, 1, false)).collect());
+        let ten: Vec<&[u8]> = keys[..10].iter().map(|k| k.as_bytes()).collect();
+
+        // Point reads of 10, then 20 of a thousand keys: not read ahead, lent.
+        let a = store.begin("p").unwrap();
+        assert_eq!(
+            records(&store, id, &ten, View::Running),
+            vec![Some(vec![1]); 10]
+        );
+        assert_eq!((store.read_ahead_keys(), store.lent_keys()), (0, 10));
+
+        // A stage takes its undo entries' values from them.
+        let staged = |v| -> Vec<Put> { keys[..10].iter().map(|k| put(k, v, true)).collect() };
+        store.stage("p", a, &[info(1)], staged(2)).unwrap();
+        assert_eq!(store.lent_keys(), 0);
+        // Read back, the staged values are lent; staged again, they are written without a
+        // second undo entry, and forgotten.
+        assert_eq!(
+            records(&store, id, &ten, View::Running),
+            vec![Some(vec![2]); 10]
+        );
+        assert_eq!(store.lent_keys(), 10);
+        store.stage("p", a, &[info(1)], staged(3)).unwrap();
+        assert_eq!(store.lent_keys(), 0);
+        assert_eq!(store.scan_prefix(&undo_prefix(a)).unwrap().len(), 10);
+        assert_eq!(
+            records(&store, id, &ten, View::Running),
+            vec![Some(vec![3]); 10]
+        );
+
+        // Rolled back: every key holds what was committed, and nothing stays lent.
+        store.rollback("p", a).unwrap();
+        assert_eq!(store.lent_keys(), 0);
+        assert_eq!(
+            store.get_many("p", id, &ten).unwrap(),
+            vec![Some(vec![1]); 10]
+        );
+
+        // An undo entry keeps the value lent (here one lent by hand), not one read again.
+        let b = store.begin("p").unwrap();
+        records(&store, id, &ten[..1], View::Running);
+        let no = store.state_meta("p", id).unwrap().unwrap().state_no;
+        let lent = [&7u64.to_le_bytes()[..], &[9]].concat();
+        store.read_aheads().get_mut(&no).unwrap().lend(
+            data_key(no, b"k000").into(),
+            lent.clone().into(),
+            usize::MAX,
+        );
+        store
+            .stage("p", b, &[info(1)], vec![put("k000", 4, true)])
+            .unwrap();
+        let undo = store.scan_prefix(&undo_prefix(b)).unwrap();
+        assert_eq!(undo.len(), 1);
+        assert_eq!(undo[0].1[..], [&[1], &lent[..]].concat());
     }
 
     #[test]

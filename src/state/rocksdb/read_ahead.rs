@@ -11,6 +11,9 @@
 //!
 //! A stage also takes the values its undo entries keep from here: a query whose working set
 //! overflows stages keys it loaded moments before, from tables larger than the block cache.
+//! So until a state is read ahead, the values its point reads found are lent here too, each
+//! until a stage takes it (or the key is written), within the same budget: without them, a
+//! stage read each key again, a second block-cache miss and decompression per key.
 //!
 //! The records are a copy of the state's data keys, valid for as long as nothing writes them:
 //! a stage or a fold forgets the records of the keys it writes, and the end of the attempt (a
@@ -20,6 +23,8 @@
 //! every store of the process; a state that does not fit is read key by key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::common::HashMap;
 
 use super::{BUCKETS, fnv1a};
 
@@ -33,6 +38,10 @@ const ARENA_OVERHEAD: usize = 23;
 /// Bytes a record takes in the index at most: a bucket's slots are a power of two, at least
 /// twice its records.
 const INDEX_BYTES: usize = 32;
+
+/// Bytes a lent value takes besides its data key and value: the map's entry and the two
+/// allocations.
+const LENT_OVERHEAD: usize = 64;
 
 /// A slot whose record was forgotten: a lookup goes on past it.
 const FORGOTTEN: u64 = u64::MAX;
@@ -231,6 +240,10 @@ pub(super) struct ReadAhead {
     pub filling: bool,
     /// The state did not fit the budget: it is read key by key until the attempt ends.
     pub too_big: bool,
+    /// Data key -> stored value, of keys read one by one (see the module's notes).
+    lent: HashMap<Box<[u8]>, Box<[u8]>>,
+    /// What `HELD` counts for `lent`.
+    lent_bytes: usize,
 }
 
 impl ReadAhead {
@@ -241,7 +254,67 @@ impl ReadAhead {
             records: None,
             filling: false,
             too_big: false,
+            lent: HashMap::default(),
+            lent_bytes: 0,
         }
+    }
+
+    /// Whether it holds anything a write must forget.
+    pub fn holds(&self) -> bool {
+        self.records.is_some() || !self.lent.is_empty()
+    }
+
+    /// Keeps the stored value of `datakey`, read from RocksDB, if the read-aheads of the
+    /// process stay within `budget`.
+    pub fn lend(&mut self, datakey: Box<[u8]>, value: Box<[u8]>, budget: usize) {
+        let bytes = datakey.len() + value.len() + LENT_OVERHEAD;
+        if held() + bytes > budget {
+            return;
+        }
+        let key_len = datakey.len();
+        if let Some(old) = self.lent.insert(datakey, value) {
+            self.release(key_len + old.len() + LENT_OVERHEAD);
+        }
+        HELD.fetch_add(bytes, Ordering::Relaxed);
+        self.lent_bytes += bytes;
+    }
+
+    /// The stored value of `datakey` lent here, taken out (it is about to be written).
+    pub fn take_lent(&mut self, datakey: &[u8]) -> Option<Box<[u8]>> {
+        let value = self.lent.remove(datakey)?;
+        self.release(datakey.len() + value.len() + LENT_OVERHEAD);
+        Some(value)
+    }
+
+    /// Forgets what it holds of `datakey`, which is about to be written.
+    pub fn forget(&mut self, datakey: &[u8]) {
+        if let Some(records) = self.records.as_mut() {
+            records.forget(datakey);
+        }
+        self.take_lent(datakey);
+    }
+
+    /// Values lent.
+    #[cfg(test)]
+    pub fn lent_len(&self) -> usize {
+        self.lent.len()
+    }
+
+    /// Drops the lent values (the state is read ahead now).
+    pub fn drop_lent(&mut self) {
+        self.lent = HashMap::default();
+        self.release(self.lent_bytes);
+    }
+
+    fn release(&mut self, bytes: usize) {
+        HELD.fetch_sub(bytes, Ordering::Relaxed);
+        self.lent_bytes -= bytes;
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.lent_bytes, Ordering::Relaxed);
     }
 }
 
