@@ -1296,8 +1296,8 @@ impl RocksStore {
             None => None,
         };
         // What the running attempt reads from RocksDB is lent to the state's read-ahead, for
-        // the undo entries of a stage.
-        let lends = view == View::Running && self.read_ahead_bytes > 0;
+        // the undo entries of a stage; not copied at all while the budget is spent.
+        let lends = view == View::Running && read_ahead::held() < self.read_ahead_bytes;
         let mut lent = Vec::new();
         let mut stored = |i: usize, key: &[u8], value: &[u8]| -> Result<()> {
             match &snapshot {
