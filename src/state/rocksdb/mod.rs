@@ -74,6 +74,12 @@ pub const BUCKETS: u64 = 4096;
 const SWEEP_RATIO: u64 = 4;
 /// Steps a sweep takes towards the next key before it seeks instead.
 const SWEEP_STEPS: usize = 16;
+/// RocksDB's memtable size (its default, set explicitly so that it is known here).
+const MEMTABLE_BYTES: usize = 64 << 20;
+/// Batches this large or larger switch to a new memtable when they would overfill it.
+const SWITCH_BATCH_BYTES: usize = 1 << 20;
+/// Keys a commit sorts and writes into its batch per thread, at least.
+const PARALLEL_KEYS: usize = 32_768;
 /// Undo entries restored per write batch during a rollback.
 const ROLLBACK_CHUNK: usize = 16_384;
 
@@ -160,76 +166,145 @@ struct Entry {
 impl DataKeys {
     /// The data keys of `(state number, key)` pairs, sorted, each followed by the value of
     /// its input `i`: `value_len(i)` bytes, which `value(i, out)` writes.
+    fn sorted(
+        keys: &[(u32, &[u8])],
+        value_len: impl Fn(usize) -> usize + Sync,
+        value: impl Fn(usize, &mut [u8]) + Sync,
+    ) -> Self {
+        let mut parts = Self::sorted_parts(keys, 1, value_len, value, |keys| keys);
+        parts.pop().unwrap_or(Self {
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        })
+    }
+
+    /// As [`DataKeys::sorted`], in `parts` runs of consecutive data keys of about the same
+    /// size, each built and handed to `each` on a thread of its own: the results, one after
+    /// the other, are in key order. A commit of a million keys builds its batch on every core
+    /// instead of one, while the partitions that finished first wait for it.
     ///
     /// A counting sort on (state number, bucket), the data key's first bytes: it reads the
     /// inputs once, in order, and writes each to its group, so that only the keys of one group
     /// (a few hundred even with a million keys) are sorted together, in a stretch of memory
     /// that stays in the CPU's caches. Sorting all entries at once and writing them in that
-    /// order cost a cache miss per comparison and per key written.
-    fn sorted(
+    /// order cost a cache miss per comparison and per key written. A run is a range of
+    /// groups.
+    fn sorted_parts<T: Send>(
         keys: &[(u32, &[u8])],
-        value_len: impl Fn(usize) -> usize,
-        mut value: impl FnMut(usize, &mut [u8]),
-    ) -> Self {
+        parts: usize,
+        value_len: impl Fn(usize) -> usize + Sync,
+        value: impl Fn(usize, &mut [u8]) + Sync,
+        each: impl Fn(Self) -> T + Sync,
+    ) -> Vec<T> {
+        let parts = parts.max(1);
         let mut state_nos: Vec<u32> = keys.iter().map(|(s, _)| *s).collect();
         state_nos.sort_unstable();
         state_nos.dedup();
         let buckets = BUCKETS as usize;
-        let groups: Vec<u32> = keys
-            .iter()
-            .map(|(state_no, key)| {
-                let rank = state_nos.binary_search(state_no).unwrap_or_default();
-                (rank * buckets + bucket(key) as usize) as u32
-            })
-            .collect();
+        let group_count = state_nos.len() * buckets;
+        // Each input's group, and per group its entries and bytes: a share of the inputs per
+        // thread, then the counts added up.
+        let mut groups = vec![0u32; keys.len()];
+        let share = keys.len().div_ceil(parts).max(1);
+        let counts = on_threads(
+            keys.chunks(share)
+                .zip(groups.chunks_mut(share))
+                .enumerate()
+                .map(|(c, (keys, groups))| {
+                    let (state_nos, value_len) = (&state_nos, &value_len);
+                    move || {
+                        let mut entries = vec![0usize; group_count];
+                        let mut bytes = vec![0usize; group_count];
+                        for (j, ((state_no, key), group)) in keys.iter().zip(groups).enumerate() {
+                            let rank = state_nos.binary_search(state_no).unwrap_or_default();
+                            let g = rank * buckets + bucket(key) as usize;
+                            *group = g as u32;
+                            entries[g] += 1;
+                            bytes[g] += 7 + key.len() + value_len(c * share + j);
+                        }
+                        (entries, bytes)
+                    }
+                }),
+        );
         // Per group: where its entries and bytes start.
-        let mut first_entry = vec![0usize; state_nos.len() * buckets + 1];
+        let mut first_entry = vec![0usize; group_count + 1];
         let mut first_byte = first_entry.clone();
-        for (i, ((_, key), g)) in keys.iter().zip(&groups).enumerate() {
-            first_entry[*g as usize + 1] += 1;
-            first_byte[*g as usize + 1] += 7 + key.len() + value_len(i);
+        for (entries, bytes) in &counts {
+            for g in 0..group_count {
+                first_entry[g + 1] += entries[g];
+                first_byte[g + 1] += bytes[g];
+            }
         }
+        drop(counts);
         for g in 1..first_entry.len() {
             first_entry[g] += first_entry[g - 1];
             first_byte[g] += first_byte[g - 1];
         }
-        let (mut next_entry, mut next_byte) = (first_entry.clone(), first_byte.clone());
-        let mut bytes = vec![0u8; *first_byte.last().unwrap_or(&0)];
-        let mut entries = vec![
-            Entry {
-                start: 0,
-                key_end: 0,
-                end: 0,
-                input: 0,
-            };
-            keys.len()
-        ];
-        for (i, ((state_no, key), g)) in keys.iter().zip(&groups).enumerate() {
-            let g = *g as usize;
-            let (start, key_end) = (next_byte[g], next_byte[g] + 7 + key.len());
-            let end = key_end + value_len(i);
-            let out = &mut bytes[start..end];
-            out[0] = DATA;
-            out[1..5].copy_from_slice(&state_no.to_be_bytes());
-            out[5..7].copy_from_slice(&((g % buckets) as u16).to_be_bytes());
-            out[7..key_end - start].copy_from_slice(key);
-            value(i, &mut out[key_end - start..]);
-            entries[next_entry[g]] = Entry {
-                start,
-                key_end,
-                end,
-                input: i,
-            };
-            next_entry[g] += 1;
-            next_byte[g] = end;
-        }
-        for g in first_entry.windows(2) {
-            // Within a group the keys share their first 7 bytes.
-            entries[g[0]..g[1]].sort_unstable_by(|x, y| {
-                bytes[x.start + 7..x.key_end].cmp(&bytes[y.start + 7..y.key_end])
-            });
-        }
-        Self { bytes, entries }
+        // Runs end where the bytes pass their share of the total.
+        let total = first_byte[group_count];
+        let mut ends: Vec<usize> = (1..parts)
+            .map(|p| first_byte.partition_point(|&b| b < total / parts * p))
+            .collect();
+        ends.push(group_count);
+        // The groups `from..to`, with their positions and bytes counted from the run's start.
+        let run = |from: usize, to: usize| -> Self {
+            let (entry0, byte0) = (first_entry[from], first_byte[from]);
+            let mut next_entry: Vec<usize> =
+                first_entry[from..=to].iter().map(|e| e - entry0).collect();
+            let mut next_byte: Vec<usize> =
+                first_byte[from..=to].iter().map(|b| b - byte0).collect();
+            let mut bytes = vec![0u8; next_byte[to - from]];
+            let mut entries = vec![
+                Entry {
+                    start: 0,
+                    key_end: 0,
+                    end: 0,
+                    input: 0,
+                };
+                next_entry[to - from]
+            ];
+            for (i, ((state_no, key), g)) in keys.iter().zip(&groups).enumerate() {
+                let g = *g as usize;
+                if g < from || g >= to {
+                    continue;
+                }
+                let at = g - from;
+                let (start, key_end) = (next_byte[at], next_byte[at] + 7 + key.len());
+                let end = key_end + value_len(i);
+                let out = &mut bytes[start..end];
+                out[0] = DATA;
+                out[1..5].copy_from_slice(&state_no.to_be_bytes());
+                out[5..7].copy_from_slice(&((g % buckets) as u16).to_be_bytes());
+                out[7..key_end - start].copy_from_slice(key);
+                value(i, &mut out[key_end - start..]);
+                entries[next_entry[at]] = Entry {
+                    start,
+                    key_end,
+                    end,
+                    input: i,
+                };
+                next_entry[at] += 1;
+                next_byte[at] = end;
+            }
+            let mut group_start = 0;
+            for (g, group_end) in next_entry.iter().enumerate().take(to - from) {
+                // Within a group the keys share their first 7 bytes.
+                let group_end = *group_end;
+                entries[group_start..group_end].sort_unstable_by(|x, y| {
+                    bytes[x.start + 7..x.key_end].cmp(&bytes[y.start + 7..y.key_end])
+                });
+                group_start = group_end;
+                debug_assert_eq!(group_end, first_entry[from + g + 1] - entry0);
+            }
+            Self { bytes, entries }
+        };
+        let (run, each) = (&run, &each);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        on_threads(
+            starts
+                .zip(ends.iter().copied())
+                .map(|(from, to)| move || each(run(from, to))),
+        )
     }
 
     /// The data keys of `(state number, key)` pairs, in input order; `value(i, out)` as for
@@ -262,6 +337,21 @@ impl DataKeys {
             )
         })
     }
+}
+
+/// The results of `jobs`, in order, each run on a thread of its own (the first on this one).
+fn on_threads<T: Send>(mut jobs: impl Iterator<Item = impl FnOnce() -> T + Send>) -> Vec<T> {
+    std::thread::scope(|s| {
+        let Some(first) = jobs.next() else {
+            return Vec::new();
+        };
+        let others: Vec<_> = jobs.map(|job| s.spawn(job)).collect();
+        let mut out = vec![first()];
+        for h in others {
+            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
 }
 
 fn data_prefix(state_no: u32) -> Vec<u8> {
@@ -558,6 +648,8 @@ pub struct RocksStore {
     /// `fintech.rocksdb.read_ahead_bytes` as the store opened: the budget of the process's
     /// read-aheads, all together.
     read_ahead_bytes: usize,
+    /// What a memtable holds at most before RocksDB flushes it.
+    memtable_bytes: usize,
 }
 
 #[derive(Default)]
@@ -697,6 +789,7 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.set_block_based_table_factory(&table);
         opts.set_write_buffer_manager(&shared.write_buffers);
+        opts.set_write_buffer_size(MEMTABLE_BYTES);
         opts.set_compression_type(DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
         opts.set_max_open_files(512);
@@ -739,6 +832,7 @@ impl RocksStore {
             commit_log_bytes: settings.rocksdb_commit_log_bytes,
             read_aheads: Mutex::default(),
             read_ahead_bytes: settings.rocksdb_read_ahead_bytes,
+            memtable_bytes: MEMTABLE_BYTES.min(shared.write_buffers.get_buffer_size()),
         };
         // The commit log entries that were not folded before the store closed.
         {
@@ -893,6 +987,27 @@ impl RocksStore {
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        // A batch that would overfill the memtable goes into a fresh one, and the full one is
+        // written to a table file in the background (on a core that a commit leaves idle):
+        // RocksDB would flush it right after this write anyway, and a million keys inserted
+        // among a million older ones cost ~2.5x as much as into an empty memtable. One that
+        // holds little is kept: inserting among few keys is cheap, and a switch would leave
+        // a small table file.
+        let size = batch.size_in_bytes();
+        if size >= SWITCH_BATCH_BYTES {
+            let active = self
+                .db
+                .property_int_value("rocksdb.cur-size-active-mem-table")
+                .map_err(|e| self.err("read the memtable size", e))?
+                .unwrap_or(0) as usize;
+            if active >= self.memtable_bytes / 8 && active + size > self.memtable_bytes {
+                let mut flush = FlushOptions::default();
+                flush.set_wait(false);
+                self.db
+                    .flush_opt(&flush)
+                    .map_err(|e| self.err("flush", e))?;
+            }
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db
@@ -952,27 +1067,38 @@ impl RocksStore {
         metas: &HashMap<String, StateMeta>,
         puts: &'a [Put],
     ) -> Result<(StateKeys<'a>, Deltas)> {
-        let mut deltas: Deltas = HashMap::default();
         let mut keys = Vec::with_capacity(puts.len());
-        // A query's puts share one `Arc` per state: a state's number is looked up by pointer
-        // among the few seen, not by hashing its id for every put.
-        let mut seen: Vec<(&Arc<str>, u32)> = Vec::new();
+        // A query's puts share one `Arc` per state (per partition): a state is found by
+        // pointer among the few seen, else by its id, and not by hashing its id for every
+        // put. Per state seen: its id as last met, its number and its change in keys and bytes.
+        let mut seen: Vec<(&Arc<str>, u32, (i64, i64))> = Vec::new();
         for put in puts {
-            let state_no = match seen.iter().find(|(id, _)| Arc::ptr_eq(id, &put.state_id)) {
-                Some(&(_, state_no)) => state_no,
-                None => {
-                    let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
-                        DataFusionError::Internal(format!(
-                            "write to unregistered state {}",
-                            put.state_id
-                        ))
-                    })?;
-                    // First: the puts of one partition, then the next, each with its own.
-                    seen.insert(0, (&put.state_id, meta.state_no));
-                    meta.state_no
-                }
+            let at = match seen
+                .iter()
+                .position(|(id, ..)| Arc::ptr_eq(id, &put.state_id))
+            {
+                Some(at) => at,
+                None => match seen
+                    .iter()
+                    .position(|(id, ..)| id.as_ref() == put.state_id.as_ref())
+                {
+                    Some(at) => {
+                        seen[at].0 = &put.state_id;
+                        at
+                    }
+                    None => {
+                        let meta = metas.get(put.state_id.as_ref()).ok_or_else(|| {
+                            DataFusionError::Internal(format!(
+                                "write to unregistered state {}",
+                                put.state_id
+                            ))
+                        })?;
+                        seen.push((&put.state_id, meta.state_no, (0, 0)));
+                        seen.len() - 1
+                    }
+                },
             };
-            let d = deltas.entry(state_no).or_default();
+            let (_, state_no, d) = &mut seen[at];
             let new_bytes = (put.key.len() + put.record.len()) as i64;
             match put.replaces {
                 None => {
@@ -981,8 +1107,9 @@ impl RocksStore {
                 }
                 Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
             }
-            keys.push((state_no, put.key.as_slice()));
+            keys.push((*state_no, put.key.as_slice()));
         }
+        let deltas = seen.into_iter().map(|(_, n, d)| (n, d)).collect();
         Ok((keys, deltas))
     }
 
@@ -1441,6 +1568,32 @@ impl RocksStore {
     }
 }
 
+/// `batch`'s writes followed by those of `runs`, as one batch. RocksDB's batch format is a
+/// header of 12 bytes (a sequence number, then the number of writes as a little-endian u32)
+/// followed by the writes, so batches join by appending their writes and adding their counts
+/// (RocksDB's own `WriteBatchInternal::Append`, which its C API does not offer).
+fn joined(batch: WriteBatch, runs: Vec<WriteBatch>) -> Result<WriteBatch> {
+    const HEADER: usize = 12;
+    if runs.is_empty() {
+        return Ok(batch);
+    }
+    let count = batch.len() + runs.iter().map(WriteBatch::len).sum::<usize>();
+    let count = u32::try_from(count).map_err(|_| {
+        DataFusionError::Execution(format!(
+            "a commit of {count} writes is too large for RocksDB"
+        ))
+    })?;
+    let size = batch.data().len() + runs.iter().map(|r| r.data().len() - HEADER).sum::<usize>();
+    let mut data = Vec::with_capacity(size);
+    data.extend_from_slice(batch.data());
+    drop(batch);
+    for run in runs {
+        data.extend_from_slice(&run.data()[HEADER..]);
+    }
+    data[8..HEADER].copy_from_slice(&count.to_le_bytes());
+    Ok(WriteBatch::from_data(&data))
+}
+
 /// About the size of a write batch holding `puts`, so that it is allocated once.
 fn batch_bytes(puts: &[Put]) -> usize {
     let per_put = 7 + 8 + 16; // key prefix, writer attempt, batch framing
@@ -1643,7 +1796,7 @@ impl StateStore for RocksStore {
         self.write(batch, true)
     }
 
-    fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()> {
+    fn commit(&self, pipeline: &str, attempt: u64, mut commit: Commit) -> Result<()> {
         let mut w = self.writer();
         let mut meta = self.pipeline_meta(pipeline)?.unwrap_or_default();
         if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag)
@@ -1662,8 +1815,8 @@ impl StateStore for RocksStore {
             .sum();
         let logged =
             2 * log::Entry::held_bytes(commit.puts.len(), payload) <= self.commit_log_bytes;
-        let (deltas, entry) = if commit.puts.is_empty() {
-            (HashMap::default(), None)
+        let (deltas, entry, runs) = if commit.puts.is_empty() {
+            (HashMap::default(), None, Vec::new())
         } else if logged {
             // One value for all the records, in input order: no per-key write, no sort.
             let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
@@ -1673,14 +1826,37 @@ impl StateStore for RocksStore {
             }
             let seq = self.log().next_seq();
             batch.put_cf(self.family(LOG_FAMILY)?, log::entry_key(seq), &entry.value);
-            (deltas, Some((seq, entry)))
+            (deltas, Some((seq, entry)), Vec::new())
         } else {
             // Too big for the log: written to the data keys, which the log's records of the
             // same keys would hide, so those go first.
             self.fold(&mut w)?;
-            let deltas =
-                self.write_puts(&mut w, &mut batch, &metas, &commit.puts, attempt, false)?;
-            (deltas, None)
+            // Nothing read ahead holds these keys: `forget_reads` dropped the read-aheads of
+            // the pipeline's states, the only ones with these state numbers.
+            let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
+            let parts = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(keys.len() / PARALLEL_KEYS)
+                .max(1);
+            let puts = &commit.puts;
+            let runs = DataKeys::sorted_parts(
+                &keys,
+                parts,
+                |i| 8 + puts[i].record.len(),
+                |i, out| {
+                    out[..8].copy_from_slice(&attempt.to_le_bytes());
+                    out[8..].copy_from_slice(&puts[i].record);
+                },
+                |keys| {
+                    let mut run =
+                        WriteBatch::with_capacity_bytes(keys.bytes.len() + 8 * keys.entries.len());
+                    for (_, datakey, value) in keys.iter() {
+                        run.put(datakey, value);
+                    }
+                    run
+                },
+            );
+            (deltas, None, runs)
         };
         let staged = w.pending.remove(&attempt).unwrap_or_default();
         for m in metas.values_mut() {
@@ -1702,7 +1878,16 @@ impl StateStore for RocksStore {
         if staged.seq > 0 {
             batch.delete_range(undo_prefix(attempt), undo_prefix(attempt + 1));
         }
-        self.write(batch, self.sync)?;
+        // Freeing a million puts' buffers takes a while: on another thread, during the write.
+        let puts = std::mem::take(&mut commit.puts);
+        std::thread::scope(|s| {
+            if puts.len() >= PARALLEL_KEYS {
+                s.spawn(move || drop(puts));
+            } else {
+                drop(puts);
+            }
+            self.write(joined(batch, runs)?, self.sync)
+        })?;
         if let Some((seq, entry)) = entry {
             let mut log = self.log_mut();
             log.apply(seq, &entry.value)
@@ -2403,6 +2588,93 @@ mod tests {
             assert_eq!(k, data_key(input[i].0, input[i].1));
             assert_eq!(v, value(i));
         }
+        // In runs, one after the other, the same (an empty run included: 3 states, 4 runs).
+        let whole: Vec<(usize, Vec<u8>, Vec<u8>)> = sorted
+            .iter()
+            .map(|(i, k, v)| (i, k.to_vec(), v.to_vec()))
+            .collect();
+        for parts in 1..=4 {
+            let runs = DataKeys::sorted_parts(
+                &input,
+                parts,
+                |i| i % 3,
+                |i, out| out.copy_from_slice(&value(i)),
+                |run| {
+                    run.iter()
+                        .map(|(i, k, v)| (i, k.to_vec(), v.to_vec()))
+                        .collect::<Vec<_>>()
+                },
+            );
+            assert_eq!(runs.len(), parts);
+            assert!(parts == 1 || runs.iter().all(|r| r.len() < whole.len()));
+            assert_eq!(runs.concat(), whole, "{parts} runs");
+        }
+    }
+
+    #[test]
+    fn joined_batches_are_the_batch_of_all_their_writes() {
+        let mut all = WriteBatch::default();
+        let mut head = WriteBatch::default();
+        let mut runs = vec![
+            WriteBatch::default(),
+            WriteBatch::default(),
+            WriteBatch::default(),
+        ];
+        for b in [&mut all, &mut head] {
+            b.put(b"k1", b"v1");
+            b.delete(b"k2");
+        }
+        for b in [&mut all, &mut runs[0]] {
+            b.put(b"k3", [7u8; 300]);
+        }
+        for b in [&mut all, &mut runs[2]] {
+            b.put(b"k4", b"");
+            b.delete_range(b"a", b"b");
+        }
+        let one = joined(head, runs).unwrap();
+        assert_eq!(one.len(), 5);
+        assert_eq!(one.data(), all.data());
+        let empty = joined(WriteBatch::default(), vec![WriteBatch::default()]).unwrap();
+        assert_eq!(empty.data(), WriteBatch::default().data());
+    }
+
+    #[test]
+    fn large_commits_are_whole_and_switch_full_memtables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut store = RocksStore::open(path.to_str().unwrap(), &with_log(0)).unwrap();
+        store.memtable_bytes = 8 << 20;
+        let id = "ewma(price,0.5)@symbol";
+        // ~6 MiB batches, built on two threads where there are two cores.
+        let keys: Vec<String> = (0..70_000).map(|i| format!("key{i}")).collect();
+        for (round, value) in [(0, 7u8), (1, 8)] {
+            let mut puts: Vec<Put> = keys.iter().map(|k| put(k, value, round > 0)).collect();
+            for p in &mut puts {
+                p.record.resize(50, value);
+            }
+            commit(&store, puts);
+            let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            let stored = store.get_many("p", id, &keys).unwrap();
+            assert!(
+                stored
+                    .iter()
+                    .all(|v| v.as_deref() == Some(&[value; 50][..])),
+                "round {round}"
+            );
+            // Round 0 goes into the nearly empty memtable; round 1 would overfill it with
+            // round 0's writes, so it goes into a fresh one, which holds its writes alone.
+            let active = store
+                .db
+                .property_int_value("rocksdb.num-entries-active-mem-table")
+                .unwrap()
+                .unwrap() as usize;
+            assert!(
+                (keys.len()..keys.len() + 100).contains(&active),
+                "round {round}: {active} writes in the memtable"
+            );
+        }
+        let summary = &store.states("p").unwrap()[0];
+        assert_eq!(summary.keys, keys.len() as u64);
     }
 
     #[test]
