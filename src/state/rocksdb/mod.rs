@@ -37,7 +37,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
@@ -54,7 +54,7 @@ use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, alre
 use crate::config::FintechConfig;
 use crate::kernels::Reader;
 use log::{CommitLog, LOG, LOG_FAMILY};
-use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records};
+use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records, Span};
 
 mod log;
 mod read_ahead;
@@ -645,6 +645,8 @@ pub struct RocksStore {
     /// Per state number: what has been read of the state ([`read_ahead`]). Filled and
     /// dropped only under `write`.
     read_aheads: Mutex<HashMap<u32, ReadAhead>>,
+    /// Signalled when a read-ahead fill ends.
+    filled: Condvar,
     /// `fintech.rocksdb.read_ahead_bytes` as the store opened: the budget of the process's
     /// read-aheads, all together.
     read_ahead_bytes: usize,
@@ -831,6 +833,7 @@ impl RocksStore {
             log: RwLock::default(),
             commit_log_bytes: settings.rocksdb_commit_log_bytes,
             read_aheads: Mutex::default(),
+            filled: Condvar::new(),
             read_ahead_bytes: settings.rocksdb_read_ahead_bytes,
             memtable_bytes: MEMTABLE_BYTES.min(shared.write_buffers.get_buffer_size()),
         };
@@ -1473,11 +1476,15 @@ impl RocksStore {
         }
         let read_ahead = {
             let mut all = self.read_aheads();
+            // While another partition reads the state ahead, on every core, this one waits for
+            // it instead of reading key by key. A state with no committed keys (yet) is read
+            // key by key.
+            while lookups && all.get(&meta.state_no).is_some_and(|r| r.filling) {
+                all = self.filled.wait(all).unwrap_or_else(|e| e.into_inner());
+            }
             let r = all
                 .entry(meta.state_no)
                 .or_insert_with(|| ReadAhead::new(pipeline));
-            // While another partition reads the state ahead, this one goes on key by key. A
-            // state with no committed keys (yet) is read key by key.
             if r.records.is_none() && lookups && !r.too_big && !r.filling && meta.keys > 0 {
                 r.point_reads += rest.len() as u64;
                 r.filling = r.point_reads * READ_AHEAD_RATIO >= meta.keys;
@@ -1503,10 +1510,18 @@ impl RocksStore {
         Ok(left)
     }
 
-    /// Reads the state `meta` ahead: all its records in one scan, if they fit the budget.
-    /// Under the writer lock, so that nothing writes the state's keys meanwhile.
+    /// Reads the state `meta` ahead: all its records, if they fit the budget. Under the writer
+    /// lock, so that nothing writes the state's keys meanwhile; partitions that wait for the
+    /// records are woken at the end, whatever happened.
     fn fill_read_ahead(&self, pipeline: &str, meta: &StateMeta) -> Result<()> {
-        let _w = self.writer();
+        let w = self.writer();
+        let filled = self.fill_locked(pipeline, meta);
+        drop(w);
+        self.filled.notify_all();
+        filled
+    }
+
+    fn fill_locked(&self, pipeline: &str, meta: &StateMeta) -> Result<()> {
         // The pipeline's attempt ended meanwhile, and its read-aheads with it.
         if self.read_aheads().get(&meta.state_no).is_none() {
             return Ok(());
@@ -1532,26 +1547,62 @@ impl RocksStore {
     }
 
     /// Every record of state `state_no` (of about `keys` keys and `bytes` bytes), or `None`
-    /// if they do not fit the read-ahead budget after all.
+    /// if they do not fit the read-ahead budget after all: a span of its buckets per core.
     fn scan_records(&self, state_no: u32, keys: usize, bytes: usize) -> Result<Option<Records>> {
-        let prefix = data_prefix(state_no);
+        let spans = Records::spans(
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(keys / PARALLEL_KEYS),
+        );
+        let share = spans.len();
+        let scans =
+            on_threads(spans.into_iter().map(|buckets| {
+                move || self.scan_span(state_no, buckets, keys / share, bytes / share)
+            }));
+        let mut spans = Vec::with_capacity(share);
+        for span in scans {
+            match span? {
+                Some(span) => spans.push(span),
+                None => return Ok(None),
+            }
+        }
+        Ok((read_ahead::held() <= self.read_ahead_bytes).then(|| Records::from_spans(spans)))
+    }
+
+    /// The records of the buckets `buckets` of state `state_no`, in one scan; about `keys`
+    /// keys and `bytes` bytes.
+    fn scan_span(
+        &self,
+        state_no: u32,
+        buckets: std::ops::Range<usize>,
+        keys: usize,
+        bytes: usize,
+    ) -> Result<Option<Span>> {
+        let bound = |bucket: usize| {
+            let mut key = data_prefix(state_no);
+            match u16::try_from(bucket) {
+                Ok(b) if bucket < BUCKETS as usize => key.extend_from_slice(&b.to_be_bytes()),
+                _ => key = prefix_end(&key),
+            }
+            key
+        };
         let mut opts = read_options(None);
-        opts.set_iterate_upper_bound(prefix_end(&prefix));
+        opts.set_iterate_upper_bound(bound(buckets.end));
         // Every block of the state is read once: cached, they would push out other blocks.
         opts.fill_cache(false);
         let mut it = self.db.raw_iterator_opt(opts);
-        it.seek(&prefix);
-        let mut records = Records::for_state(keys, bytes);
+        it.seek(bound(buckets.start));
+        let mut span = Span::new(keys, bytes);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             self.unwrap_value(v)?;
-            if !records.push(k, v) {
+            if !span.push(k, v) {
                 return Ok(None);
             }
             it.next();
         }
         it.status().map_err(|e| self.err("read", e))?;
-        records.index();
-        Ok((read_ahead::held() <= self.read_ahead_bytes).then_some(records))
+        span.index();
+        Ok(Some(span))
     }
 
     /// Splits a stored value into the attempt that wrote it and the record.
@@ -2281,6 +2332,50 @@ mod tests {
         let undo = store.scan_prefix(&undo_prefix(b)).unwrap();
         assert_eq!(undo.len(), 1);
         assert_eq!(undo[0].1[..], [&[1], &lent[..]].concat());
+    }
+
+    #[test]
+    fn partitions_reading_a_state_at_once_share_its_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = RocksStore::open(path.to_str().unwrap(), &with_log(0)).unwrap();
+        let id = "ewma(price,0.5)@symbol";
+        // Enough keys for a span per core (up to 3).
+        let n = 100_000u32;
+        let key = |i: u32| format!("key{i}");
+        commit(
+            &store,
+            (0..n)
+                .map(|i| Put {
+                    record: i.to_le_bytes().to_vec(),
+                    ..put(&key(i), 0, false)
+                })
+                .collect(),
+        );
+        store.begin("p").unwrap();
+        // Two partitions, each asking for its half 500 keys at a time: past an eighth of the
+        // state, one reads it ahead while the other waits for it, or reads key by key before.
+        std::thread::scope(|s| {
+            for half in 0..2u32 {
+                let store = &store;
+                s.spawn(move || {
+                    let mine: Vec<u32> = (0..n).filter(|i| i % 2 == half).collect();
+                    for asked in mine.chunks(500) {
+                        let names: Vec<String> = asked.iter().map(|&i| key(i)).collect();
+                        let refs: Vec<&[u8]> = names.iter().map(|k| k.as_bytes()).collect();
+                        let got = records(store, id, &refs, View::Running);
+                        for (&i, record) in asked.iter().zip(got) {
+                            assert_eq!(record, Some(i.to_le_bytes().to_vec()), "key {i}");
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            store.read_ahead_keys(),
+            n as usize,
+            "every key is read ahead"
+        );
     }
 
     #[test]
