@@ -78,7 +78,8 @@ const SWEEP_STEPS: usize = 16;
 const MEMTABLE_BYTES: usize = 64 << 20;
 /// Batches this large or larger switch to a new memtable when they would overfill it.
 const SWITCH_BATCH_BYTES: usize = 1 << 20;
-/// Keys a commit sorts and writes into its batch per thread, at least.
+/// Keys per thread, at least, when a commit builds its batch or a read-ahead scans a state on
+/// several threads.
 const PARALLEL_KEYS: usize = 32_768;
 /// Undo entries restored per write batch during a rollback.
 const ROLLBACK_CHUNK: usize = 16_384;
@@ -171,14 +172,14 @@ impl DataKeys {
         value_len: impl Fn(usize) -> usize + Sync,
         value: impl Fn(usize, &mut [u8]) + Sync,
     ) -> Self {
-        let mut parts = Self::sorted_parts(keys, 1, value_len, value, |keys| keys);
-        parts.pop().unwrap_or(Self {
+        let mut runs = Self::sorted_runs(keys, 1, value_len, value, |keys| keys);
+        runs.pop().unwrap_or(Self {
             bytes: Vec::new(),
             entries: Vec::new(),
         })
     }
 
-    /// As [`DataKeys::sorted`], in `parts` runs of consecutive data keys of about the same
+    /// As [`DataKeys::sorted`], in `runs` runs of consecutive data keys of about the same
     /// size, each built and handed to `each` on a thread of its own: the results, one after
     /// the other, are in key order. A commit of a million keys builds its batch on every core
     /// instead of one, while the partitions that finished first wait for it.
@@ -189,14 +190,14 @@ impl DataKeys {
     /// that stays in the CPU's caches. Sorting all entries at once and writing them in that
     /// order cost a cache miss per comparison and per key written. A run is a range of
     /// groups.
-    fn sorted_parts<T: Send>(
+    fn sorted_runs<T: Send>(
         keys: &[(u32, &[u8])],
-        parts: usize,
+        runs: usize,
         value_len: impl Fn(usize) -> usize + Sync,
         value: impl Fn(usize, &mut [u8]) + Sync,
         each: impl Fn(Self) -> T + Sync,
     ) -> Vec<T> {
-        let parts = parts.max(1);
+        let runs = runs.max(1);
         let mut state_nos: Vec<u32> = keys.iter().map(|(s, _)| *s).collect();
         state_nos.sort_unstable();
         state_nos.dedup();
@@ -205,7 +206,7 @@ impl DataKeys {
         // Each input's group, and per group its entries and bytes: a share of the inputs per
         // thread, then the counts added up.
         let mut groups = vec![0u32; keys.len()];
-        let share = keys.len().div_ceil(parts).max(1);
+        let share = keys.len().div_ceil(runs).max(1);
         let counts = on_threads(
             keys.chunks(share)
                 .zip(groups.chunks_mut(share))
@@ -242,8 +243,8 @@ impl DataKeys {
         }
         // Runs end where the bytes pass their share of the total.
         let total = first_byte[group_count];
-        let mut ends: Vec<usize> = (1..parts)
-            .map(|p| first_byte.partition_point(|&b| b < total / parts * p))
+        let mut ends: Vec<usize> = (1..runs)
+            .map(|r| first_byte.partition_point(|&b| b < total / runs * r))
             .collect();
         ends.push(group_count);
         // The groups `from..to`, with their positions and bytes counted from the run's start.
@@ -337,6 +338,14 @@ impl DataKeys {
             )
         })
     }
+}
+
+/// Threads to work on `keys` keys with: one per core, each with at least `PARALLEL_KEYS`.
+fn threads_for(keys: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(keys / PARALLEL_KEYS)
+        .max(1)
 }
 
 /// The results of `jobs`, in order, each run on a thread of its own (the first on this one).
@@ -1549,11 +1558,7 @@ impl RocksStore {
     /// Every record of state `state_no` (of about `keys` keys and `bytes` bytes), or `None`
     /// if they do not fit the read-ahead budget after all: a span of its buckets per core.
     fn scan_records(&self, state_no: u32, keys: usize, bytes: usize) -> Result<Option<Records>> {
-        let spans = Records::spans(
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(keys / PARALLEL_KEYS),
-        );
+        let spans = Records::spans(threads_for(keys));
         let share = spans.len();
         let scans =
             on_threads(spans.into_iter().map(|buckets| {
@@ -1885,14 +1890,10 @@ impl StateStore for RocksStore {
             // Nothing read ahead holds these keys: `forget_reads` dropped the read-aheads of
             // the pipeline's states, the only ones with these state numbers.
             let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
-            let parts = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(keys.len() / PARALLEL_KEYS)
-                .max(1);
             let puts = &commit.puts;
-            let runs = DataKeys::sorted_parts(
+            let runs = DataKeys::sorted_runs(
                 &keys,
-                parts,
+                threads_for(keys.len()),
                 |i| 8 + puts[i].record.len(),
                 |i, out| {
                     out[..8].copy_from_slice(&attempt.to_le_bytes());
@@ -2688,10 +2689,10 @@ mod tests {
             .iter()
             .map(|(i, k, v)| (i, k.to_vec(), v.to_vec()))
             .collect();
-        for parts in 1..=4 {
-            let runs = DataKeys::sorted_parts(
+        for count in 1..=4 {
+            let runs = DataKeys::sorted_runs(
                 &input,
-                parts,
+                count,
                 |i| i % 3,
                 |i, out| out.copy_from_slice(&value(i)),
                 |run| {
@@ -2700,9 +2701,9 @@ mod tests {
                         .collect::<Vec<_>>()
                 },
             );
-            assert_eq!(runs.len(), parts);
-            assert!(parts == 1 || runs.iter().all(|r| r.len() < whole.len()));
-            assert_eq!(runs.concat(), whole, "{parts} runs");
+            assert_eq!(runs.len(), count);
+            assert!(count == 1 || runs.iter().all(|r| r.len() < whole.len()));
+            assert_eq!(runs.concat(), whole, "{count} runs");
         }
     }
 

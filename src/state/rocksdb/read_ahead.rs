@@ -1,4 +1,4 @@
-//! Read-ahead: a query that reads much of a large state reads all of it in one scan.
+//! Read-ahead: a query that reads much of a large state reads all of it at once.
 //!
 //! RocksDB finds a key that the commit log does not hold in 0.5–1.9 µs on the CI machine, even
 //! when its blocks are cached: a filter probe, an index search and a data-block search, each
