@@ -6,6 +6,7 @@
 //! ```text
 //! 00 "format"                               layout marker: b"datafusion-fintech/2"
 //! 00 "next_state" / 00 "next_attempt"       counters
+//! 00 "read_ahead" state_no:u32              present: the state's last commit wrote much of it
 //! 01 pipeline                               pipeline meta: commits, last commit, tag, in-flight attempt
 //! 02 pipeline 00 state_id                   state meta: state number, keys, bytes, StateInfo
 //! 03 state_no:u32 bucket:u16 key            attempt:u64 + record of one key (bucket = FNV-1a(key) mod 4096)
@@ -87,6 +88,16 @@ const ROLLBACK_CHUNK: usize = 16_384;
 fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Present when the last commit of state `state_no` wrote at least `1/READ_AHEAD_RATIO` of
+/// its keys: the next query of the pipeline probably reads as much, and reads the state ahead
+/// at its first point read instead of after `1/READ_AHEAD_RATIO` of its keys (see
+/// [`read_ahead`]). Layouts before it ignore the key.
+fn read_ahead_key(state_no: u32) -> Vec<u8> {
+    let mut k = meta_key("read_ahead");
+    k.extend_from_slice(&state_no.to_be_bytes());
     k
 }
 
@@ -338,6 +349,18 @@ impl DataKeys {
             )
         })
     }
+}
+
+/// How many of `keys` each state number has.
+fn keys_per_state(keys: &StateKeys) -> HashMap<u32, u64> {
+    let mut counts: Vec<(u32, u64)> = Vec::new();
+    for (state_no, _) in keys {
+        match counts.iter_mut().find(|(n, _)| n == state_no) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((*state_no, 1)),
+        }
+    }
+    counts.into_iter().collect()
 }
 
 /// Threads to work on `keys` keys with: one per core, each with at least `PARALLEL_KEYS`.
@@ -1483,6 +1506,9 @@ impl RocksStore {
         if self.read_ahead_bytes == 0 {
             return Ok(rest);
         }
+        // The state's first read in this attempt: did its last commit write much of it?
+        let hinted = !self.read_aheads().contains_key(&meta.state_no)
+            && self.get(&read_ahead_key(meta.state_no))?.is_some();
         let read_ahead = {
             let mut all = self.read_aheads();
             // While another partition reads the state ahead, on every core, this one waits for
@@ -1491,12 +1517,14 @@ impl RocksStore {
             while lookups && all.get(&meta.state_no).is_some_and(|r| r.filling) {
                 all = self.filled.wait(all).unwrap_or_else(|e| e.into_inner());
             }
-            let r = all
-                .entry(meta.state_no)
-                .or_insert_with(|| ReadAhead::new(pipeline));
+            let r = all.entry(meta.state_no).or_insert_with(|| {
+                let mut r = ReadAhead::new(pipeline);
+                r.hinted = hinted;
+                r
+            });
             if r.records.is_none() && lookups && !r.too_big && !r.filling && meta.keys > 0 {
                 r.point_reads += rest.len() as u64;
-                r.filling = r.point_reads * READ_AHEAD_RATIO >= meta.keys;
+                r.filling = r.hinted || r.point_reads * READ_AHEAD_RATIO >= meta.keys;
                 r.filling
             } else {
                 false
@@ -1871,11 +1899,13 @@ impl StateStore for RocksStore {
             .sum();
         let logged =
             2 * log::Entry::held_bytes(commit.puts.len(), payload) <= self.commit_log_bytes;
+        let mut written: HashMap<u32, u64> = HashMap::default();
         let (deltas, entry, runs) = if commit.puts.is_empty() {
             (HashMap::default(), None, Vec::new())
         } else if logged {
             // One value for all the records, in input order: no per-key write, no sort.
             let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
+            written = keys_per_state(&keys);
             let mut entry = log::Entry::new(attempt, payload + 8 * keys.len());
             for ((state_no, key), put) in keys.iter().zip(&commit.puts) {
                 entry.push(|out| _ = push_data_key(out, *state_no, key), &put.record);
@@ -1890,6 +1920,7 @@ impl StateStore for RocksStore {
             // Nothing read ahead holds these keys: `forget_reads` dropped the read-aheads of
             // the pipeline's states, the only ones with these state numbers.
             let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
+            written = keys_per_state(&keys);
             let puts = &commit.puts;
             let runs = DataKeys::sorted_runs(
                 &keys,
@@ -1920,6 +1951,12 @@ impl StateStore for RocksStore {
             m.keys = (m.keys as i64 + k).max(0) as u64;
             m.bytes = (m.bytes as i64 + b).max(0) as u64;
             batch.put(state_key(pipeline, &m.info.state_id), m.encode());
+            let written = written.get(&m.state_no).copied().unwrap_or(0);
+            if m.keys > 0 && written * READ_AHEAD_RATIO >= m.keys {
+                batch.put(read_ahead_key(m.state_no), [1u8]);
+            } else {
+                batch.delete(read_ahead_key(m.state_no));
+            }
         }
         meta.commits += 1;
         meta.last_commit_micros = Some(now_micros());
@@ -2280,9 +2317,11 @@ mod tests {
         let id = "ewma(price,0.5)@symbol";
         let keys: Vec<String> = (0..1000).map(|i| format!("k{i:03}")).collect();
         commit(&store, keys.iter().map(|k| put(k, 1, false)).collect());
+        // The last commit wrote few keys: the state is not read ahead at its first read.
+        commit(&store, keys[..10].iter().map(|k| put(k, 1, true)).collect());
         let ten: Vec<&[u8]> = keys[..10].iter().map(|k| k.as_bytes()).collect();
 
-        // Point reads of 10, then 20 of a thousand keys: not read ahead, lent.
+        // Point reads of 10 of a thousand keys: not read ahead, lent.
         let a = store.begin("p").unwrap();
         assert_eq!(
             records(&store, id, &ten, View::Running),
@@ -2333,6 +2372,41 @@ mod tests {
         let undo = store.scan_prefix(&undo_prefix(b)).unwrap();
         assert_eq!(undo.len(), 1);
         assert_eq!(undo[0].1[..], [&[1], &lent[..]].concat());
+    }
+
+    #[test]
+    fn a_state_its_last_commit_wrote_much_of_is_read_ahead_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let id = "ewma(price,0.5)@symbol";
+        let key = |i: u32| format!("key{i}");
+        let puts = |range: std::ops::Range<u32>, exists: bool| {
+            range.map(|i| put(&key(i), 7, exists)).collect::<Vec<_>>()
+        };
+        // Whether one read of 10 keys (point reads: far from a quarter of the state) reads
+        // the state ahead, in a store opened again.
+        let reads_ahead_at_once = |commits: &[Vec<Put>]| {
+            let store = RocksStore::open(path.to_str().unwrap(), &with_log(0)).unwrap();
+            for c in commits {
+                commit(&store, c.clone());
+            }
+            drop(store);
+            let store = RocksStore::open(path.to_str().unwrap(), &with_log(0)).unwrap();
+            let attempt = store.begin("p").unwrap();
+            let names: Vec<String> = (0..10).map(key).collect();
+            let refs: Vec<&[u8]> = names.iter().map(|k| k.as_bytes()).collect();
+            let got = records(&store, id, &refs, View::Running);
+            assert!(got.iter().all(|r| r.as_deref() == Some(&[7u8][..])));
+            let read_ahead = store.read_ahead_keys();
+            store.rollback("p", attempt).unwrap();
+            read_ahead
+        };
+        // A commit of all 1,000 keys: the next query reads them ahead at its first read.
+        assert_eq!(reads_ahead_at_once(&[puts(0..1000, false)]), 1000);
+        // A commit of 100 of them (a tenth, less than an eighth): key by key again.
+        assert_eq!(reads_ahead_at_once(&[puts(0..100, true)]), 0);
+        // An eighth (125 keys) is much.
+        assert_eq!(reads_ahead_at_once(&[puts(0..125, true)]), 1000);
     }
 
     #[test]

@@ -297,6 +297,8 @@ pub(super) struct ReadAhead {
     pub filling: bool,
     /// The state did not fit the budget: it is read key by key until the attempt ends.
     pub too_big: bool,
+    /// The state's last commit wrote much of it: it is read ahead at its first point read.
+    pub hinted: bool,
     /// Data key -> stored value, of keys read one by one (see the module's notes).
     lent: HashMap<Box<[u8]>, Box<[u8]>>,
     /// What `HELD` counts for `lent`.
@@ -311,6 +313,7 @@ impl ReadAhead {
             records: None,
             filling: false,
             too_big: false,
+            hinted: false,
             lent: HashMap::default(),
             lent_bytes: 0,
         }
