@@ -351,18 +351,6 @@ impl DataKeys {
     }
 }
 
-/// How many of `keys` each state number has.
-fn keys_per_state(keys: &StateKeys) -> HashMap<u32, u64> {
-    let mut counts: Vec<(u32, u64)> = Vec::new();
-    for (state_no, _) in keys {
-        match counts.iter_mut().find(|(n, _)| n == state_no) {
-            Some((_, count)) => *count += 1,
-            None => counts.push((*state_no, 1)),
-        }
-    }
-    counts.into_iter().collect()
-}
-
 /// Threads to work on `keys` keys with: one per core, each with at least `PARALLEL_KEYS`.
 fn threads_for(keys: usize) -> usize {
     std::thread::available_parallelism()
@@ -642,6 +630,9 @@ fn shared(settings: &FintechConfig) -> &'static Shared {
 
 /// Per state number: the change in (keys, bytes) that writes make.
 type Deltas = HashMap<u32, (i64, i64)>;
+
+/// Per state number: how many keys writes write.
+type Written = HashMap<u32, u64>;
 
 /// (state number, key) pairs.
 type StateKeys<'a> = Vec<(u32, &'a [u8])>;
@@ -1096,17 +1087,19 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// The (state number, key) of each put, and per state number the change in keys and bytes
-    /// that the puts make (from what each replaces).
+    /// The (state number, key) of each put; per state number, the change in keys and bytes
+    /// that the puts make (from what each replaces), and how many keys they write.
     fn keys_and_deltas<'a>(
         metas: &HashMap<String, StateMeta>,
         puts: &'a [Put],
-    ) -> Result<(StateKeys<'a>, Deltas)> {
+    ) -> Result<(StateKeys<'a>, Deltas, Written)> {
         let mut keys = Vec::with_capacity(puts.len());
         // A query's puts share one `Arc` per state (per partition): a state is found by
         // pointer among the few seen, else by its id, and not by hashing its id for every
-        // put. Per state seen: its id as last met, its number and its change in keys and bytes.
+        // put. Per state seen: its id as last met, its number and its change in keys and bytes;
+        // and, alongside, its puts.
         let mut seen: Vec<(&Arc<str>, u32, (i64, i64))> = Vec::new();
+        let mut counts: Vec<u64> = Vec::new();
         for put in puts {
             let at = match seen
                 .iter()
@@ -1129,10 +1122,12 @@ impl RocksStore {
                             ))
                         })?;
                         seen.push((&put.state_id, meta.state_no, (0, 0)));
+                        counts.push(0);
                         seen.len() - 1
                     }
                 },
             };
+            counts[at] += 1;
             let (_, state_no, d) = &mut seen[at];
             let new_bytes = (put.key.len() + put.record.len()) as i64;
             match put.replaces {
@@ -1144,8 +1139,13 @@ impl RocksStore {
             }
             keys.push((*state_no, put.key.as_slice()));
         }
-        let deltas = seen.into_iter().map(|(_, n, d)| (n, d)).collect();
-        Ok((keys, deltas))
+        let deltas = seen.iter().map(|(_, n, d)| (*n, *d)).collect();
+        let written = seen
+            .iter()
+            .zip(counts)
+            .map(|((_, n, _), c)| (*n, c))
+            .collect();
+        Ok((keys, deltas, written))
     }
 
     /// Writes `puts` of `attempt` into `batch`, in key order, and returns per state number the
@@ -1160,7 +1160,7 @@ impl RocksStore {
         attempt: u64,
         undo: bool,
     ) -> Result<Deltas> {
-        let (keys, deltas) = Self::keys_and_deltas(metas, puts)?;
+        let (keys, deltas, _) = Self::keys_and_deltas(metas, puts)?;
         // In key order: RocksDB's memtable inserts a run of ascending keys several times
         // faster than the same keys in hash order. A stored value is the attempt that wrote
         // the record (so that a later stage of the same attempt knows the key's undo entry
@@ -1611,13 +1611,14 @@ impl RocksStore {
         keys: usize,
         bytes: usize,
     ) -> Result<Option<Span>> {
-        let bound = |bucket: usize| {
-            let mut key = data_prefix(state_no);
-            match u16::try_from(bucket) {
-                Ok(b) if bucket < BUCKETS as usize => key.extend_from_slice(&b.to_be_bytes()),
-                _ => key = prefix_end(&key),
+        // Where bucket `b`'s keys start; past the last bucket, past the state.
+        let bound = |b: usize| {
+            let prefix = data_prefix(state_no);
+            if b < BUCKETS as usize {
+                [&prefix[..], &(b as u16).to_be_bytes()].concat()
+            } else {
+                prefix_end(&prefix)
             }
-            key
         };
         let mut opts = read_options(None);
         opts.set_iterate_upper_bound(bound(buckets.end));
@@ -1899,28 +1900,25 @@ impl StateStore for RocksStore {
             .sum();
         let logged =
             2 * log::Entry::held_bytes(commit.puts.len(), payload) <= self.commit_log_bytes;
-        let mut written: HashMap<u32, u64> = HashMap::default();
-        let (deltas, entry, runs) = if commit.puts.is_empty() {
-            (HashMap::default(), None, Vec::new())
+        let (deltas, written, entry, runs) = if commit.puts.is_empty() {
+            (HashMap::default(), HashMap::default(), None, Vec::new())
         } else if logged {
             // One value for all the records, in input order: no per-key write, no sort.
-            let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
-            written = keys_per_state(&keys);
+            let (keys, deltas, written) = Self::keys_and_deltas(&metas, &commit.puts)?;
             let mut entry = log::Entry::new(attempt, payload + 8 * keys.len());
             for ((state_no, key), put) in keys.iter().zip(&commit.puts) {
                 entry.push(|out| _ = push_data_key(out, *state_no, key), &put.record);
             }
             let seq = self.log().next_seq();
             batch.put_cf(self.family(LOG_FAMILY)?, log::entry_key(seq), &entry.value);
-            (deltas, Some((seq, entry)), Vec::new())
+            (deltas, written, Some((seq, entry)), Vec::new())
         } else {
             // Too big for the log: written to the data keys, which the log's records of the
             // same keys would hide, so those go first.
             self.fold(&mut w)?;
             // Nothing read ahead holds these keys: `forget_reads` dropped the read-aheads of
             // the pipeline's states, the only ones with these state numbers.
-            let (keys, deltas) = Self::keys_and_deltas(&metas, &commit.puts)?;
-            written = keys_per_state(&keys);
+            let (keys, deltas, written) = Self::keys_and_deltas(&metas, &commit.puts)?;
             let puts = &commit.puts;
             let runs = DataKeys::sorted_runs(
                 &keys,
@@ -1939,7 +1937,7 @@ impl StateStore for RocksStore {
                     run
                 },
             );
-            (deltas, None, runs)
+            (deltas, written, None, runs)
         };
         let staged = w.pending.remove(&attempt).unwrap_or_default();
         for m in metas.values_mut() {
