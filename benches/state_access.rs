@@ -1,7 +1,7 @@
 //! The cost of state access per key, through the `StateStore` API alone: a stream of
 //! micro-batch commits, each writing every key once, and reads of every key.
 //!
-//! `cargo bench --bench state_access` (release profile). Defaults: 1,000 keys with 48-byte
+//! `cargo bench --bench state_access` (release profile). Defaults: 1,000 keys with 26-byte
 //! records (an EWMA state), 2,000 commits, fsync on. Change with FINTECH_BENCH_KEYS,
 //! FINTECH_BENCH_COMMITS and FINTECH_BENCH_NO_SYNC. Cases: the memory store, RocksDB with its
 //! commit log (default settings), and RocksDB writing every commit to its keys
@@ -26,7 +26,19 @@ use datafusion_fintech::state::memory::MemoryStore;
 use datafusion_fintech::state::rocksdb::RocksStore;
 use datafusion_fintech::state::{Commit, Put, StateInfo, StateStore};
 
-const RECORD: usize = 48;
+/// Bytes of an ewma record: rows applied, the last ORDER BY value, the average.
+const RECORD: usize = 26;
+
+/// The ewma record of a key after `rows` rows, the last at ORDER BY `rows`, average `v`.
+fn record(rows: u64, v: f64) -> Vec<u8> {
+    let mut r = rows.to_le_bytes().to_vec();
+    r.push(1);
+    r.extend_from_slice(&(rows as i64).to_le_bytes());
+    r.push(1);
+    r.extend_from_slice(&v.to_le_bytes());
+    debug_assert_eq!(r.len(), RECORD);
+    r
+}
 
 fn info() -> StateInfo {
     StateInfo {
@@ -37,6 +49,7 @@ fn info() -> StateInfo {
         key_columns: vec![],
         order_type: DataType::Int64,
         encoding_version: 1,
+        reads_from: 1,
     }
 }
 
@@ -64,7 +77,7 @@ fn run(open: &Open, keys: &[Vec<u8>], commits: usize) -> Figures {
             .map(|(i, k)| Put {
                 state_id: Arc::clone(&id),
                 key: k.clone(),
-                record: (0..RECORD).map(|b| (b + i + c) as u8).collect(),
+                record: record(c as u64 + 1, (i + c) as f64),
                 replaces: (c > 0).then_some(RECORD),
             })
             .collect();
@@ -73,6 +86,7 @@ fn run(open: &Open, keys: &[Vec<u8>], commits: usize) -> Figures {
             tag: None,
             states: vec![info.clone()],
             puts,
+            ..Default::default()
         };
         let start = Instant::now();
         store.commit("bench", attempt, commit).unwrap();
@@ -93,7 +107,7 @@ fn run(open: &Open, keys: &[Vec<u8>], commits: usize) -> Figures {
     let put = Put {
         state_id: Arc::clone(&id),
         key: keys[0].clone(),
-        record: vec![0; RECORD],
+        record: record(1, 0.0),
         replaces: Some(RECORD),
     };
     let attempt = store.begin("bench").unwrap();
@@ -101,6 +115,7 @@ fn run(open: &Open, keys: &[Vec<u8>], commits: usize) -> Figures {
         tag: None,
         states: vec![info.clone()],
         puts: vec![put],
+        ..Default::default()
     };
     store.commit("bench", attempt, commit).unwrap();
     // The first read loads the table blocks into the block cache; the fifth finds them there.

@@ -14,29 +14,33 @@ use datafusion::prelude::SessionConfig;
 /// Backends a user can name.
 pub const BACKENDS: &[&str] = &["memory", "rocksdb", "tonbo"];
 
-/// What to do with a row whose ORDER BY value is older than its key's last applied one.
+pub use crate::kernels::LateRows;
+
+/// The order a query folds its rows in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LateRows {
-    /// Leave the state untouched and output NULL.
+pub enum FoldOrder {
+    /// `key` when the input is bounded, the state lives in a disk backend, and the keys the
+    /// query will hold are estimated to outgrow `fintech.working_set_bytes`; else `time`.
     #[default]
-    Skip,
-    /// Apply the row anyway.
-    Apply,
-    /// Fail the query (nothing is committed).
-    Error,
+    Auto,
+    /// In input order: rows stream through, each key's state stays in the working set.
+    Time,
+    /// Sorted by key first (spilling to disk), so that each key's state is read once and
+    /// written once, however the keys interleave in time.
+    Key,
 }
 
-impl LateRows {
+impl FoldOrder {
     pub fn as_str(&self) -> &'static str {
         match self {
-            LateRows::Skip => "skip",
-            LateRows::Apply => "apply",
-            LateRows::Error => "error",
+            FoldOrder::Auto => "auto",
+            FoldOrder::Time => "time",
+            FoldOrder::Key => "key",
         }
     }
 }
 
-impl fmt::Display for LateRows {
+impl fmt::Display for FoldOrder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -57,6 +61,8 @@ pub struct FintechConfig {
     /// Memory the keyed-state operator may hold per query before it stages state in a disk
     /// backend (ignored by `memory`, which holds everything).
     pub working_set_bytes: usize,
+    /// The order a query folds its rows in.
+    pub fold_order: FoldOrder,
     /// fsync every RocksDB commit.
     pub rocksdb_sync: bool,
     /// RocksDB block cache shared by every state in the process.
@@ -79,6 +85,7 @@ impl Default for FintechConfig {
             late_rows: LateRows::Skip,
             commit_tag: String::new(),
             working_set_bytes: 128 << 20,
+            fold_order: FoldOrder::Auto,
             rocksdb_sync: true,
             rocksdb_block_cache_bytes: 128 << 20,
             rocksdb_write_buffer_bytes: 64 << 20,
@@ -116,6 +123,13 @@ const ENTRIES: &[(&str, &str)] = &[
         "working_set_bytes",
         "Memory a query's keyed-state operator holds before it stages state in a disk backend \
          (default 128 MiB; memory backend: unbounded).",
+    ),
+    (
+        "fold_order",
+        "Order a query folds its rows in: auto (default: key when the input is bounded, the \
+         state is on disk and its keys outgrow the working set), time (input order, \
+         streaming) or key (sorted by key first, spilling to disk: each key's state is read \
+         and written once).",
     ),
     (
         "rocksdb.sync",
@@ -247,6 +261,18 @@ impl ExtensionOptions for FintechConfig {
             }
             "commit_tag" => self.commit_tag = value.to_string(),
             "working_set_bytes" => self.working_set_bytes = parse_bytes(key, value)?,
+            "fold_order" => {
+                self.fold_order = match value.trim().to_ascii_lowercase().as_str() {
+                    "auto" => FoldOrder::Auto,
+                    "time" => FoldOrder::Time,
+                    "key" => FoldOrder::Key,
+                    other => {
+                        return Err(DataFusionError::Configuration(format!(
+                            "unknown fintech.fold_order '{other}': expected auto, time or key"
+                        )));
+                    }
+                }
+            }
             "rocksdb.sync" => {
                 self.rocksdb_sync = match value.trim().to_ascii_lowercase().as_str() {
                     "true" | "on" | "1" => true,
@@ -292,6 +318,7 @@ impl ExtensionOptions for FintechConfig {
                     "late_rows" => self.late_rows.to_string(),
                     "commit_tag" => self.commit_tag.clone(),
                     "working_set_bytes" => self.working_set_bytes.to_string(),
+                    "fold_order" => self.fold_order.to_string(),
                     "rocksdb.sync" => self.rocksdb_sync.to_string(),
                     "rocksdb.block_cache_bytes" => self.rocksdb_block_cache_bytes.to_string(),
                     "rocksdb.write_buffer_bytes" => self.rocksdb_write_buffer_bytes.to_string(),

@@ -41,7 +41,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use config::{FintechConfig, LateRows};
 
-use exec::KeyedStateRule;
+use exec::{KeepInputOrder, KeyedStateRule};
 use state::StoreRegistry;
 
 /// Registers every kernel, the `fintech` settings, the state table functions and the planner
@@ -69,19 +69,21 @@ pub fn with_fintech(builder: SessionStateBuilder) -> SessionStateBuilder {
     FintechConfig::register(builder.config().get_or_insert_with(SessionConfig::new));
     let mut window_functions = builder.window_functions().take().unwrap_or_default();
     window_functions.extend(udwf::all_window_functions());
-    // The rule goes right before EnsureRequirements, which then plans sorts and repartitions
-    // for the keyed-state operator's own requirements.
     let mut rules = builder
         .physical_optimizers()
         .take()
         .map(|o| o.rules)
         .unwrap_or_else(|| PhysicalOptimizer::new().rules);
+    // The rule goes right before EnsureRequirements, which then plans sorts and repartitions
+    // for the keyed-state operator's own requirements; right after it, KeepInputOrder
+    // replaces the sorts it planned over input that is already ordered.
     let rule = Arc::new(KeyedStateRule::new(Arc::clone(&registry)));
     let at = rules
         .iter()
         .position(|r| r.name() == EnsureRequirements::new().name())
         .unwrap_or(rules.len());
     rules.insert(at, rule);
+    rules.insert((at + 2).min(rules.len()), Arc::new(KeepInputOrder));
     builder = builder
         .with_window_functions(window_functions)
         .with_physical_optimizer_rules(rules);

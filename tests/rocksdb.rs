@@ -241,8 +241,12 @@ const NO_LOG: &str = "SET fintech.rocksdb.commit_log_bytes = 0;";
 const LOG_FOLDING: &str = "SET fintech.rocksdb.commit_log_bytes = 1000000;";
 /// Input batches of 20 rows read a few keys at a time, until the store reads each state
 /// ahead; stages take their undo values from what it read ahead.
-const READ_AHEAD: &str =
-    "SET datafusion.execution.batch_size = 20; SET fintech.working_set_bytes = 300000;";
+const READ_AHEAD: &str = "SET datafusion.execution.batch_size = 20; \
+    SET fintech.working_set_bytes = 300000; SET fintech.fold_order = 'time';";
+/// Rows sorted by key before they are folded (a working set this small makes `auto` choose
+/// it too), each key staged once per query.
+const KEY_ORDER: &str = "SET datafusion.execution.batch_size = 100; \
+    SET fintech.working_set_bytes = 300000; SET fintech.fold_order = 'key';";
 
 /// The script that processes batches `from..to`, each committed with its tag, each writing
 /// its output rows to out_<i>.csv.
@@ -325,11 +329,11 @@ fn batch_dir(dir: &Path, name: &str, data_dir: &Path, batches: usize) -> std::pa
 /// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and
 /// end with exactly the state and outputs of an uninterrupted run. Each seed uses the store
 /// another way: staging and the commit log, no commit log, a commit log that folds, reads
-/// ahead and stages from them.
+/// ahead and stages from them, or folds rows sorted by key.
 #[test]
 fn sigkill_at_random_points_then_resume() {
     const BATCHES: usize = 10;
-    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING, READ_AHEAD];
+    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING, READ_AHEAD, KEY_ORDER];
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();

@@ -14,7 +14,8 @@ use datafusion::error::{DataFusionError, Result};
 use super::working_set::WorkingSet;
 use crate::config::FintechConfig;
 use crate::state::{
-    Commit, PipelineLease, Put, StateInfo, StateStore, StoreRegistry, already_committed,
+    Commit, DecodedStates, PipelineLease, Put, StateInfo, StateStore, StoreRegistry,
+    already_committed,
 };
 
 /// The working sets that committed runs left, for the next run on the same pipeline.
@@ -240,6 +241,13 @@ impl QueryRun {
         self.pipeline.as_ref().is_some_and(|p| p.commits)
     }
 
+    /// Whether the store keeps states decoded: partitions load and commit them as they are.
+    pub fn keeps_decoded(&self) -> bool {
+        self.pipeline
+            .as_ref()
+            .is_some_and(|p| p.store.keeps_decoded())
+    }
+
     /// Whether partitions should keep a bounded working set and stage what they evict.
     pub fn stages(&self) -> bool {
         self.pipeline.as_ref().is_some_and(|p| p.store.stages())
@@ -258,12 +266,13 @@ impl QueryRun {
     }
 
     /// A partition consumed all its input; the last one to do so commits every partition's
-    /// updates in one atomic store commit. `ended` is what the partition held, kept for the
-    /// next run if the commit succeeds.
+    /// updates (records, or decoded states) in one atomic store commit. `ended` is what the
+    /// partition held, kept for the next run if the commit succeeds.
     pub fn finish_partition(
         &self,
         partition: usize,
         puts: Vec<Put>,
+        decoded: Vec<DecodedStates>,
         ended: Option<WorkingSet>,
     ) -> Result<()> {
         let mut p = self.progress.lock().unwrap();
@@ -272,6 +281,7 @@ impl QueryRun {
         } else {
             p.commit.puts.extend(puts);
         }
+        p.commit.decoded.extend(decoded);
         if let Some(slot) = p.ended.get_mut(partition) {
             *slot = ended;
         }

@@ -1,23 +1,30 @@
 //! The keyed-state operator: evaluates every fintech kernel of one window clause in a single
 //! pass over its input, keeping one state per key and kernel.
 //!
-//! Per input batch: encode the PARTITION BY values of every row, load the states of keys not
-//! seen yet in one store call per kernel, fold the rows in input order, and append one output
-//! column per kernel. When the input ends, the dirty states go to the [`QueryRun`], which
-//! commits the whole query at once.
+//! Per input batch: map every row to its key's slot ([`super::keys`]), load the states of keys
+//! not seen yet in one store call per kernel, fold the batch into each kernel's column of
+//! states (one tight loop per kernel, [`crate::kernels::fold`]), and append one output column
+//! per kernel. When the input ends, the dirty states go to the [`QueryRun`], which commits the
+//! whole query at once.
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryReservation,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionMapping;
 use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
@@ -25,15 +32,16 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::windows::{WindowAggExec, WindowExpr};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, PlanProperties,
 };
 use futures::{Stream, StreamExt};
 
+use super::batch::{KernelInputs, output_array};
 use super::commit::{KeptSets, QueryRun};
-use super::working_set::{Held, WorkingSet};
-use crate::config::{FintechConfig, LateRows};
-use crate::kernels::Kernel;
-use crate::state::codec::{EncodedKeys, RecordHeader, decode_record, encode_keys, encode_record};
+use super::working_set::WorkingSet;
+use crate::config::FintechConfig;
+use crate::kernels::{BoundKernel, FoldOutput, LateRow, LateRows};
 use crate::state::{KeyType, Put, StateInfo, StoreRegistry};
 
 /// Encoded bytes an eviction stages per store call.
@@ -42,26 +50,35 @@ const EVICTION_CHUNK_BYTES: usize = 4 << 20;
 /// One kernel call of the window clause.
 #[derive(Debug, Clone)]
 pub struct KernelCall {
-    pub kernel: Kernel,
+    pub kernel: BoundKernel,
     /// The column inputs (literal parameters are bound in `kernel`).
     pub inputs: Vec<Arc<dyn PhysicalExpr>>,
     pub info: StateInfo,
+}
+
+/// What the planner rule decided for one window clause of kernels.
+#[derive(Debug, Clone)]
+pub struct KeyedStatePlan {
+    /// The window node's expressions, kept to derive output properties for a new input.
+    pub window_exprs: Vec<Arc<dyn WindowExpr>>,
+    pub calls: Vec<KernelCall>,
+    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    pub key_types: Vec<KeyType>,
+    pub order_by: Arc<dyn PhysicalExpr>,
+    pub required_ordering: Option<OrderingRequirements>,
+    pub required_distribution: InputDistributionRequirements,
+    /// Rows arrive sorted by key (`fintech.fold_order`), with the position column
+    /// ([`super::sequence`]) as the input's last column, which the output leaves out.
+    pub by_key: bool,
+    /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
+    pub planned: FintechConfig,
 }
 
 /// Replaces a window node whose functions are all fintech kernels.
 #[derive(Debug)]
 pub struct KeyedStateExec {
     input: Arc<dyn ExecutionPlan>,
-    /// The window node's expressions, kept to derive output properties for a new input.
-    window_exprs: Vec<Arc<dyn WindowExpr>>,
-    calls: Vec<KernelCall>,
-    partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    key_types: Vec<KeyType>,
-    order_by: Arc<dyn PhysicalExpr>,
-    required_ordering: Option<OrderingRequirements>,
-    required_distribution: InputDistributionRequirements,
-    /// Settings at planning time, for EXPLAIN; execution reads the task's settings.
-    planned: FintechConfig,
+    plan: KeyedStatePlan,
     registry: Arc<StoreRegistry>,
     kept_sets: Arc<KeptSets>,
     /// False under a LIMIT: whether such a query reaches the end of its input depends on
@@ -74,37 +91,26 @@ pub struct KeyedStateExec {
 }
 
 impl KeyedStateExec {
-    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
-        window_exprs: Vec<Arc<dyn WindowExpr>>,
-        calls: Vec<KernelCall>,
-        partition_by: Vec<Arc<dyn PhysicalExpr>>,
-        key_types: Vec<KeyType>,
-        order_by: Arc<dyn PhysicalExpr>,
-        required_ordering: Option<OrderingRequirements>,
-        required_distribution: InputDistributionRequirements,
-        planned: FintechConfig,
+        plan: KeyedStatePlan,
         registry: Arc<StoreRegistry>,
         kept_sets: Arc<KeptSets>,
     ) -> Result<Self> {
-        // Output = input columns + one column per kernel, rows in input order: exactly what
-        // DataFusion's window node derives. Only the emission differs (we stream).
-        let properties = WindowAggExec::try_new(window_exprs.clone(), Arc::clone(&input), true)?
-            .properties()
-            .as_ref()
-            .clone()
-            .with_emission_type(EmissionType::Incremental);
+        let properties = if plan.by_key {
+            key_order_properties(&plan.window_exprs, &input)?
+        } else {
+            // Output = input columns + one column per kernel, rows in input order: exactly
+            // what DataFusion's window node derives. Only the emission differs (we stream).
+            WindowAggExec::try_new(plan.window_exprs.clone(), Arc::clone(&input), true)?
+                .properties()
+                .as_ref()
+                .clone()
+                .with_emission_type(EmissionType::Incremental)
+        };
         Ok(Self {
             input,
-            window_exprs,
-            calls,
-            partition_by,
-            key_types,
-            order_by,
-            required_ordering,
-            required_distribution,
-            planned,
+            plan,
             registry,
             kept_sets,
             commits: true,
@@ -124,14 +130,7 @@ impl KeyedStateExec {
     fn clone_with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Self> {
         let mut exec = KeyedStateExec::try_new(
             input,
-            self.window_exprs.clone(),
-            self.calls.clone(),
-            self.partition_by.clone(),
-            self.key_types.clone(),
-            Arc::clone(&self.order_by),
-            self.required_ordering.clone(),
-            self.required_distribution.clone(),
-            self.planned.clone(),
+            self.plan.clone(),
             Arc::clone(&self.registry),
             Arc::clone(&self.kept_sets),
         )?;
@@ -139,12 +138,21 @@ impl KeyedStateExec {
         Ok(exec)
     }
 
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
     pub fn calls(&self) -> &[KernelCall] {
-        &self.calls
+        &self.plan.calls
+    }
+
+    /// Whether rows arrive sorted by key (`fintech.fold_order`).
+    pub fn by_key(&self) -> bool {
+        self.plan.by_key
     }
 
     fn states(&self) -> Vec<StateInfo> {
-        self.calls.iter().map(|c| c.info.clone()).collect()
+        self.plan.calls.iter().map(|c| c.info.clone()).collect()
     }
 
     /// The run this partition belongs to: the current one, or a new one if this partition
@@ -187,11 +195,12 @@ impl KeyedStateExec {
 impl DisplayAs for KeyedStateExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let states: Vec<_> = self
+            .plan
             .calls
             .iter()
             .map(|c| c.info.state_id.as_str())
             .collect();
-        let pipeline = if self.planned.has_pipeline() {
+        let pipeline = if self.plan.planned.has_pipeline() {
             let mode = if self.commits {
                 ""
             } else {
@@ -199,7 +208,7 @@ impl DisplayAs for KeyedStateExec {
             };
             format!(
                 "{} ({}{mode})",
-                self.planned.pipeline, self.planned.state_backend
+                self.plan.planned.pipeline, self.plan.planned.state_backend
             )
         } else {
             "none (per-query state)".to_string()
@@ -207,9 +216,14 @@ impl DisplayAs for KeyedStateExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "FintechKeyedStateExec: kernels=[{}], pipeline={pipeline}, late_rows={}",
+                "FintechKeyedStateExec: kernels=[{}], pipeline={pipeline}, late_rows={}{}",
                 states.join(", "),
-                self.planned.late_rows
+                self.plan.planned.late_rows,
+                if self.plan.by_key {
+                    ", fold_order=key"
+                } else {
+                    ""
+                }
             ),
             DisplayFormatType::TreeRender => {
                 writeln!(f, "kernels={}", states.join(", "))?;
@@ -233,11 +247,11 @@ impl ExecutionPlan for KeyedStateExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        self.required_distribution.clone()
+        self.plan.required_distribution.clone()
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        vec![self.required_ordering.clone()]
+        vec![self.plan.required_ordering.clone()]
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -249,10 +263,11 @@ impl ExecutionPlan for KeyedStateExec {
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         let exprs = self
+            .plan
             .partition_by
             .iter()
-            .chain(std::iter::once(&self.order_by))
-            .chain(self.calls.iter().flat_map(|c| c.inputs.iter()));
+            .chain(std::iter::once(&self.plan.order_by))
+            .chain(self.plan.calls.iter().flat_map(|c| c.inputs.iter()));
         for e in exprs {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
@@ -280,7 +295,31 @@ impl ExecutionPlan for KeyedStateExec {
     ) -> Result<SendableRecordBatchStream> {
         let config = FintechConfig::from_session(context.session_config().options());
         let run = self.run_for(partition, &config)?;
-        let input = self.input.execute(partition, context)?;
+        let partitions = self
+            .properties
+            .output_partitioning()
+            .partition_count()
+            .max(1);
+        // What the working set holds is reserved from the query's memory pool; with a
+        // limit, a disk backend stages instead of exceeding it.
+        let reservation = MemoryConsumer::new(format!("FintechKeyedStateExec[{partition}]"))
+            .with_can_spill(run.stages())
+            .register(context.memory_pool());
+        let input_context = if self.plan.by_key {
+            // Room for the sorts' merges (a reservation each) and their buffers.
+            let merges = context
+                .session_config()
+                .options()
+                .execution
+                .sort_spill_reservation_bytes;
+            spill_bounded(
+                &context,
+                config.working_set_bytes.max(4 * partitions * merges),
+            )?
+        } else {
+            Arc::clone(&context)
+        };
+        let input = self.input.execute(partition, input_context)?;
         let metrics = OperatorMetrics {
             keys_loaded: MetricBuilder::new(&self.metrics).counter("keys_loaded", partition),
             keys_stored: MetricBuilder::new(&self.metrics).counter("keys_stored", partition),
@@ -294,32 +333,40 @@ impl ExecutionPlan for KeyedStateExec {
             commit_time: MetricBuilder::new(&self.metrics).subset_time("commit_time", partition),
             fold_time: MetricBuilder::new(&self.metrics).subset_time("fold_time", partition),
         };
+        let kernels: Vec<BoundKernel> = self
+            .plan
+            .calls
+            .iter()
+            .map(|c| Arc::clone(&c.kernel))
+            .collect();
         let set = run
             .take_working_set(partition)
-            .unwrap_or_else(|| WorkingSet::new(self.calls.len()));
+            .unwrap_or_else(|| WorkingSet::new(&self.plan.key_types, &kernels));
         metrics.keys_kept.add(set.len());
         Ok(Box::pin(KeyedStateStream {
             schema: self.schema(),
             input,
             folder: Folder {
                 partition,
-                budget: run.stages().then(|| {
-                    config.working_set_bytes
-                        / self
-                            .properties
-                            .output_partitioning()
-                            .partition_count()
-                            .max(1)
-                }),
-                calls: self.calls.clone(),
-                partition_by: self.partition_by.clone(),
-                key_types: self.key_types.clone(),
-                order_by: Arc::clone(&self.order_by),
+                budget: run
+                    .stages()
+                    .then_some(config.working_set_bytes / partitions),
+                reservation,
+                by_key: self.plan.by_key,
+                calls: self.plan.calls.clone(),
+                partition_by: self.plan.partition_by.clone(),
+                order_by: Arc::clone(&self.plan.order_by),
                 late_rows: config.late_rows,
-                // The index entry, key offset and dirty flag, and the states as held.
-                slot_size_hint: 16 + std::mem::size_of::<Held>() * self.calls.len(),
-                growth_per_row: self.calls.iter().map(|c| c.kernel.growth_per_row()).sum(),
+                // The index entry, key offset and dirty flag, and the states' entries.
+                slot_size_hint: 16
+                    + (0..self.plan.calls.len())
+                        .map(|c| set.column(c).entry_size())
+                        .sum::<usize>(),
+                growth_per_row: (0..self.plan.calls.len())
+                    .map(|c| set.column(c).growth_per_row())
+                    .sum(),
                 set,
+                slots: Vec::new(),
                 run,
                 metrics,
             },
@@ -330,6 +377,59 @@ impl ExecutionPlan for KeyedStateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The task context of a key-order fold's input: where the query's memory pool has no
+/// limit, one of `bytes`, so that the sort below spills to disk instead of holding the input.
+fn spill_bounded(context: &Arc<TaskContext>, bytes: usize) -> Result<Arc<TaskContext>> {
+    let runtime = context.runtime_env();
+    if matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Finite(_)) {
+        return Ok(Arc::clone(context));
+    }
+    let mut builder = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+        .with_object_store_registry(Arc::clone(&runtime.object_store_registry));
+    builder.disk_manager = Some(Arc::clone(&runtime.disk_manager));
+    Ok(Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        context.session_config().clone(),
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        Arc::new(builder.build()?),
+    )))
+}
+
+/// The output properties of a key-order fold: the input's without its position column (the
+/// last), then one column per kernel.
+fn key_order_properties(
+    window_exprs: &[Arc<dyn WindowExpr>],
+    input: &Arc<dyn ExecutionPlan>,
+) -> Result<PlanProperties> {
+    let in_schema = input.schema();
+    let kept = in_schema.fields().len() - 1;
+    let mut fields: Vec<FieldRef> = in_schema.fields()[..kept].to_vec();
+    for w in window_exprs {
+        fields.push(w.field()?);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let columns = (0..kept).map(|i| {
+        let name = in_schema.field(i).name().clone();
+        (
+            Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+            name,
+        )
+    });
+    let mapping = ProjectionMapping::try_new(columns, &in_schema)?;
+    let eq = input.equivalence_properties().project(&mapping, schema);
+    Ok(PlanProperties::new(
+        eq,
+        input.output_partitioning().clone(),
+        EmissionType::Incremental,
+        input.boundedness(),
+    ))
 }
 
 struct OperatorMetrics {
@@ -355,32 +455,29 @@ struct Folder {
     partition: usize,
     /// Working-set budget of this partition when the store stages; `None`: unbounded.
     budget: Option<usize>,
+    /// The working set's memory, reserved from the query's pool.
+    reservation: MemoryReservation,
+    /// The input's last column is the position column of a key-order fold, left out of the
+    /// output.
+    by_key: bool,
     calls: Vec<KernelCall>,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    key_types: Vec<KeyType>,
     order_by: Arc<dyn PhysicalExpr>,
     late_rows: LateRows,
-    /// Estimated memory of a key's index entry and slot, besides the key and the states.
+    /// Estimated memory of a key's index entry and slot, besides the key and the states' heap.
     slot_size_hint: usize,
     /// Upper bound of how much one row grows its key's states.
     growth_per_row: usize,
     /// The keys seen and their states.
     set: WorkingSet,
+    /// The slot of every row of the batch being folded.
+    slots: Vec<u32>,
     run: Arc<QueryRun>,
     metrics: OperatorMetrics,
 }
 
 fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(batch)?.into_array(batch.num_rows())
-}
-
-fn as_f64(array: ArrayRef) -> Result<Float64Array> {
-    let array = if array.data_type() == &DataType::Float64 {
-        array
-    } else {
-        cast(&array, &DataType::Float64)?
-    };
-    Ok(array.as_primitive::<Float64Type>().clone())
 }
 
 impl Folder {
@@ -391,9 +488,21 @@ impl Folder {
             .iter()
             .map(|e| evaluate(e, batch))
             .collect::<Result<_>>()?;
-        let keys = encode_keys(&key_arrays, &self.key_types, n)?;
+        let first_new = self.set.assign(&key_arrays, n, &mut self.slots)?;
+        if first_new < self.set.len() {
+            let new_keys: usize = (first_new..self.set.len())
+                .map(|s| self.set.key(s).len())
+                .sum();
+            self.set.bytes += new_keys + (self.set.len() - first_new) * self.slot_size_hint;
+            self.load(first_new)?;
+        }
 
-        let order = cast(&evaluate(&self.order_by, batch)?, &DataType::Int64)?;
+        let order = evaluate(&self.order_by, batch)?;
+        let order = if order.data_type() == &DataType::Int64 {
+            order
+        } else {
+            cast(&order, &DataType::Int64)?
+        };
         let order = order.as_primitive::<Int64Type>();
         if order.null_count() > 0 {
             return Err(DataFusionError::Execution(format!(
@@ -404,89 +513,56 @@ impl Folder {
         }
         let order = order.values();
 
-        let inputs: Vec<Vec<Float64Array>> = self
-            .calls
-            .iter()
-            .map(|c| {
-                c.inputs
-                    .iter()
-                    .map(|e| as_f64(evaluate(e, batch)?))
-                    .collect::<Result<_>>()
-            })
-            .collect::<Result<_>>()?;
-
-        // Map every row to its key's slot; collect keys never seen by this partition. Their
-        // slots are numbered in the order of their first rows.
-        let first_new = self.set.len();
-        let mut row_slots = Vec::with_capacity(n);
-        let mut new_rows: Vec<usize> = Vec::new();
-        for i in 0..n {
-            let key = keys.row(i);
-            let (slot, new) = self.set.slot(key);
-            if new {
-                self.set.bytes += key.len() + self.slot_size_hint;
-                new_rows.push(i);
-            }
-            row_slots.push(slot);
-        }
-        if !new_rows.is_empty() {
-            self.load(&new_rows, &keys)?;
-        }
-        debug_assert_eq!(self.set.len(), first_new + new_rows.len());
-
         let _timer = self.metrics.fold_time.timer();
-        let mut outputs: Vec<Float64Builder> = self
-            .calls
-            .iter()
-            .map(|_| Float64Builder::with_capacity(n))
-            .collect();
-        let mut row = [0.0f64; 4];
-        let mut late = 0usize;
-        for i in 0..n {
-            let (_, states, dirty) = self.set.slot_mut(row_slots[i] as usize);
-            let ts = order[i];
-            for (c, call) in self.calls.iter().enumerate() {
-                let cols = &inputs[c];
-                let out = &mut outputs[c];
-                if cols.iter().any(|a| a.is_null(i)) {
-                    out.append_null();
-                    continue;
-                }
-                let Held { header, state, .. } = &mut states[c];
-                if let Some(last) = header.last_order
-                    && ts < last
-                {
-                    late += 1;
-                    match self.late_rows {
-                        LateRows::Skip => {
-                            out.append_null();
-                            continue;
-                        }
-                        LateRows::Error => {
-                            return Err(late_row_error(&call.info.state_id, ts, last));
-                        }
-                        LateRows::Apply => {}
-                    }
-                }
-                for (v, a) in row.iter_mut().zip(cols) {
-                    *v = a.value(i);
-                }
-                out.append_option(call.kernel.update(state, &row[..cols.len()]));
-                header.rows += 1;
-                header.last_order = Some(header.last_order.map_or(ts, |l| l.max(ts)));
-                *dirty = true;
-            }
+        let mut columns = batch.columns().to_vec();
+        if self.by_key {
+            columns.pop();
+        }
+        let mut late = 0;
+        for (c, call) in self.calls.iter().enumerate() {
+            let args: Vec<ArrayRef> = call
+                .inputs
+                .iter()
+                .map(|e| evaluate(e, batch))
+                .collect::<Result<_>>()?;
+            let inputs = KernelInputs::new(&args)?;
+            let slices = inputs.slices();
+            let input = inputs.fold_input(&slices, Some(order), self.late_rows);
+            let mut out = FoldOutput::new(n);
+            let (_, states, dirty) = self.set.parts_mut();
+            states[c]
+                .fold(&input, &self.slots, dirty, &mut out)
+                .map_err(|e| late_row_error(&call.info.state_id, e))?;
+            late += out.late;
+            columns.push(output_array(out));
         }
         self.metrics.late_rows.add(late);
         self.set.bytes += n * self.growth_per_row;
-
-        let mut columns = batch.columns().to_vec();
-        columns.extend(outputs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         drop(_timer);
         if self.budget.is_some_and(|b| self.set.bytes > b) {
             self.evict()?;
         }
+        self.reserve()?;
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+
+    /// Resizes the reservation to what the working set holds. When the pool refuses, a disk
+    /// backend stages the working set; the memory backend, which keeps everything, fails.
+    fn reserve(&mut self) -> Result<()> {
+        let Err(e) = self.reservation.try_resize(self.set.bytes) else {
+            return Ok(());
+        };
+        if self.budget.is_none() {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "{e}; the fintech kernels hold every key's state of a query in memory with \
+                 the memory backend: raise datafusion.runtime.memory_limit, or use a disk \
+                 backend (fintech.state_backend = 'rocksdb'), which stages state beyond the \
+                 limit"
+            )));
+        }
+        self.evict()?;
+        self.reservation.try_resize(self.set.bytes)?;
+        Ok(())
     }
 
     /// Stages every dirty state in the store and forgets all cached keys; a key seen again
@@ -502,30 +578,30 @@ impl Folder {
         Ok(())
     }
 
-    /// Gives the keys first seen in this batch their states, from the pipeline's store in one
-    /// call per kernel, or new. `first_rows` are the rows where they appear first, in the
-    /// order of their slots, which have no states yet.
-    fn load(&mut self, first_rows: &[usize], keys: &EncodedKeys) -> Result<()> {
+    /// Gives the slots from `first_new` on (keys first seen in this batch) their states: from
+    /// the pipeline's store, in one call per kernel, or new.
+    fn load(&mut self, first_new: usize) -> Result<()> {
         let load_time = self.metrics.load_time.clone();
         let _timer = load_time.timer();
-        let calls = self.calls.len();
-        // Row `j`'s state of call `c` at `j * calls + c`.
-        let mut loaded: Vec<Option<Held>> = Vec::new();
+        self.set.push_states();
         if let Some(p) = &self.run.pipeline {
-            loaded.resize_with(first_rows.len() * calls, || None);
-            let key_refs: Vec<&[u8]> = first_rows.iter().map(|&i| keys.row(i)).collect();
+            let (keys, states, _) = self.set.parts_mut();
+            let key_refs: Vec<&[u8]> = (first_new..keys.len()).map(|s| keys.row(s)).collect();
             for (c, call) in self.calls.iter().enumerate() {
                 let id = &call.info.state_id;
+                let column = &mut states[c];
+                if p.store.keeps_decoded() {
+                    let found =
+                        p.store
+                            .load_decoded(&p.name, id, &key_refs, column.as_mut(), first_new)?;
+                    self.metrics.keys_loaded.add(found);
+                    continue;
+                }
                 let (mut found, mut bytes) = (0, 0);
                 p.store.load(&p.name, id, &key_refs, &mut |j, record| {
-                    let (header, state) =
-                        decode_record(record).map_err(|e| damaged(id, &e.to_string()))?;
-                    let state = call.kernel.decode(state).map_err(|e| damaged(id, &e.0))?;
-                    loaded[j * calls + c] = Some(Held {
-                        header,
-                        state,
-                        stored_len: Some(record.len()),
-                    });
+                    column
+                        .set_record(first_new + j, record)
+                        .map_err(|e| damaged(id, &e.0))?;
                     found += 1;
                     bytes += record.len();
                     Ok(())
@@ -534,19 +610,14 @@ impl Folder {
                 self.metrics.bytes_loaded.add(bytes);
             }
         }
-        let mut loaded = loaded.into_iter();
-        let mut heap = 0;
-        for _ in first_rows {
-            self.set.push_states(self.calls.iter().map(|call| {
-                let held = loaded.next().flatten().unwrap_or_else(|| Held {
-                    header: RecordHeader::default(),
-                    state: call.kernel.new_state(),
-                    stored_len: None,
-                });
-                heap += call.kernel.heap_size(&held.state);
-                held
-            }));
-        }
+        let heap: usize = (0..self.calls.len())
+            .map(|c| {
+                let column = self.set.column(c);
+                (first_new..self.set.len())
+                    .map(|s| column.heap_size(s))
+                    .sum::<usize>()
+            })
+            .sum();
         self.set.bytes += heap;
         Ok(())
     }
@@ -570,9 +641,8 @@ impl Folder {
         };
         let mut puts = Puts::new(&self.calls, capacity);
         for s in 0..self.set.len() {
-            let (key, states, dirty) = self.set.slot_mut(s);
-            if *dirty {
-                puts.add(&self.calls, states, key);
+            if self.set.is_dirty(s) {
+                puts.add(&mut self.set, s);
                 puts.flush(chunk_bytes, sink)?;
             }
         }
@@ -592,6 +662,31 @@ impl Folder {
         let _timer = commit_time.timer();
         let mut puts = Vec::new();
         let mut kept = None;
+        let kernels: Vec<BoundKernel> = self.calls.iter().map(|c| Arc::clone(&c.kernel)).collect();
+        let empty = || WorkingSet::new(&[], &kernels);
+        if self.run.commits() && self.run.keeps_decoded() {
+            // The states go to the store as they are, without being encoded.
+            let set = std::mem::replace(&mut self.set, empty());
+            let ids: Vec<Arc<str>> = self
+                .calls
+                .iter()
+                .map(|c| Arc::from(c.info.state_id.as_str()))
+                .collect();
+            let decoded = set.into_decoded(&ids);
+            let stored: usize = decoded
+                .iter()
+                .map(|d| {
+                    d.slots
+                        .iter()
+                        .filter(|&&s| d.column.rows(s as usize) > 0)
+                        .count()
+                })
+                .sum();
+            self.metrics.keys_stored.add(stored);
+            return self
+                .run
+                .finish_partition(self.partition, puts, decoded, None);
+        }
         if self.run.commits() {
             self.dirty_puts(usize::MAX, &mut |chunk| {
                 if puts.is_empty() {
@@ -605,11 +700,11 @@ impl Folder {
                 let total = self.set.len().max(1);
                 self.set.retain_dirty();
                 self.set.bytes = self.set.bytes / total * self.set.len();
-                let empty = WorkingSet::new(self.calls.len());
-                kept = Some(std::mem::replace(&mut self.set, empty));
+                kept = Some(std::mem::replace(&mut self.set, empty()));
             }
         }
-        self.run.finish_partition(self.partition, puts, kept)
+        self.run
+            .finish_partition(self.partition, puts, Vec::new(), kept)
     }
 }
 
@@ -642,16 +737,17 @@ impl Puts {
         }
     }
 
-    /// Encodes the updated states of `key`.
-    fn add(&mut self, calls: &[KernelCall], states: &mut [Held], key: &[u8]) {
-        for (held, (call, id)) in states.iter_mut().zip(calls.iter().zip(&self.ids)) {
-            if held.header.rows == 0 {
+    /// Encodes the updated states of `slot`.
+    fn add(&mut self, set: &mut WorkingSet, slot: usize) {
+        let (keys, states, _) = set.parts_mut();
+        let key = keys.row(slot);
+        for (column, id) in states.iter_mut().zip(&self.ids) {
+            if column.rows(slot) == 0 {
                 continue;
             }
+            let replaces = column.stored_len(slot);
             let mut record = Vec::with_capacity(32);
-            encode_record(&held.header, &mut record);
-            call.kernel.encode(&held.state, &mut record);
-            let replaces = held.stored_len.replace(record.len());
+            column.encode(slot, &mut record);
             self.chunk += key.len() + record.len();
             self.puts.push(Put {
                 state_id: Arc::clone(id),
@@ -681,9 +777,10 @@ impl Puts {
     }
 }
 
-fn late_row_error(state_id: &str, ts: i64, last: i64) -> DataFusionError {
+fn late_row_error(state_id: &str, late: LateRow) -> DataFusionError {
+    let LateRow { order, last } = late;
     DataFusionError::Execution(format!(
-        "late row for state {state_id}: ORDER BY value {ts} is older than the key's last \
+        "late row for state {state_id}: ORDER BY value {order} is older than the key's last \
          applied value {last} (fintech.late_rows = 'error'; use 'skip' or 'apply' to accept it)"
     ))
 }

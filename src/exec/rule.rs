@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
@@ -16,16 +18,20 @@ use datafusion::physical_expr::{
     LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, WindowAggExec, WindowExpr, WindowUDFExpr,
 };
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, StatisticsArgs, StatisticsContext,
+};
 
 use super::commit::KeptSets;
-use super::operator::{KernelCall, KeyedStateExec};
-use crate::config::FintechConfig;
+use super::operator::{KernelCall, KeyedStateExec, KeyedStatePlan};
+use super::sequence::{SEQUENCE_COLUMN, SequenceExec};
+use crate::config::{FintechConfig, FoldOrder};
+use crate::kernels::KernelDef;
 use crate::state::{KeyColumn, KeyType, StateInfo, StoreRegistry};
 use crate::udwf::KernelUdwf;
 
@@ -237,24 +243,22 @@ impl KeyedStateRule {
         let mut calls = Vec::with_capacity(ours.len());
         for (udwf, udf_expr) in &ours {
             let kernel = udwf.kernel(udf_expr.args())?;
-            let inputs = udf_expr.args()[..udwf.def().inputs.len()].to_vec();
+            let def = kernel.def();
+            let inputs = udf_expr.args()[..def.inputs.len()].to_vec();
             let input_names: Vec<String> = inputs.iter().map(expr_name).collect();
+            let params = KernelDef::param_text(kernel.params());
             let mut args = input_names.clone();
-            args.extend(kernel.params());
-            let state_id = format!(
-                "{}({})@{}",
-                kernel.name(),
-                args.join(","),
-                key_names.join(",")
-            );
+            args.extend(params.iter().cloned());
+            let state_id = format!("{}({})@{}", def.name, args.join(","), key_names.join(","));
             let info = StateInfo {
                 state_id,
-                kernel: kernel.name().to_string(),
-                params: kernel.params(),
+                kernel: def.name.to_string(),
+                params,
                 inputs: input_names,
                 key_columns: key_columns.clone(),
                 order_type: order_type.clone(),
-                encoding_version: kernel.encoding_version(),
+                encoding_version: def.version.into(),
+                reads_from: def.reads_from.into(),
             };
             calls.push(KernelCall {
                 kernel,
@@ -274,28 +278,119 @@ impl KeyedStateRule {
             )));
         }
 
-        // The operator needs each key's rows in ORDER BY order within its partition. Asking
-        // for ORDER BY order alone (not PARTITION BY, ORDER BY as the window node does) lets
-        // EnsureRequirements, which runs after this rule, leave input that is already ordered
-        // (WITH ORDER, a stream) unsorted.
-        let required_ordering = LexRequirement::new([PhysicalSortRequirement::new(
-            Arc::clone(&order.expr),
-            Some(order.options),
-        )])
-        .map(OrderingRequirements::new);
-        let exec = KeyedStateExec::try_new(
-            Arc::clone(input),
-            exprs.to_vec(),
+        let by_key = match settings.fold_order {
+            FoldOrder::Time => false,
+            FoldOrder::Key if input.boundedness().is_unbounded() => {
+                return Err(DataFusionError::Plan(format!(
+                    "fintech.fold_order = 'key' sorts the input by key before it folds it, \
+                     which an unbounded input never lets it do; use 'time' or 'auto' for \
+                     {name} over a stream"
+                )));
+            }
+            FoldOrder::Key => true,
+            FoldOrder::Auto => {
+                self.keys_outgrow_working_set(settings, &calls, input, &partition_by)?
+            }
+        };
+        let (input, required_ordering) = if by_key {
+            // Sorted by key, then ORDER BY, then position in the input: each key's rows come
+            // together, ties in input order, and each key's state is read and written once.
+            let sequence = SequenceExec::try_new(Arc::clone(input))?;
+            let position: Arc<dyn PhysicalExpr> =
+                Arc::new(Column::new(SEQUENCE_COLUMN, sequence.column_index()));
+            let requirement = partition_by
+                .iter()
+                .map(|e| PhysicalSortRequirement::new(Arc::clone(e), None))
+                .chain([
+                    PhysicalSortRequirement::new(Arc::clone(&order.expr), Some(order.options)),
+                    PhysicalSortRequirement::new(position, Some(SortOptions::default())),
+                ]);
+            (
+                Arc::new(sequence) as Arc<dyn ExecutionPlan>,
+                LexRequirement::new(requirement).map(OrderingRequirements::new),
+            )
+        } else {
+            // The operator needs each key's rows in ORDER BY order within its partition.
+            // Asking for ORDER BY order alone (not PARTITION BY, ORDER BY as the window node
+            // does) lets EnsureRequirements, which runs after this rule, leave input that is
+            // already ordered (WITH ORDER, a stream) unsorted.
+            let requirement =
+                PhysicalSortRequirement::new(Arc::clone(&order.expr), Some(order.options));
+            (
+                Arc::clone(input),
+                LexRequirement::new([requirement]).map(OrderingRequirements::new),
+            )
+        };
+        let plan = KeyedStatePlan {
+            window_exprs: exprs.to_vec(),
             calls,
             partition_by,
             key_types,
-            Arc::clone(&order.expr),
+            order_by: Arc::clone(&order.expr),
             required_ordering,
-            node.input_distribution_requirements(),
-            settings.clone(),
+            required_distribution: node.input_distribution_requirements(),
+            by_key,
+            planned: settings.clone(),
+        };
+        let exec = KeyedStateExec::try_new(
+            input,
+            plan,
             Arc::clone(&self.registry),
             Arc::clone(&self.kept_sets),
         )?;
         Ok(Some(Arc::new(exec)))
+    }
+
+    /// Whether the keys a query over `input` will hold are estimated to outgrow the working
+    /// set, so that folding in time order would evict and reload them over and over: only
+    /// for a bounded input and state in a disk backend. The estimate is the larger of the
+    /// keys the pipeline's states hold already and, for one integer key column, the range of
+    /// its values in the input's statistics (at most its row count).
+    fn keys_outgrow_working_set(
+        &self,
+        settings: &FintechConfig,
+        calls: &[KernelCall],
+        input: &Arc<dyn ExecutionPlan>,
+        partition_by: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<bool> {
+        let on_disk = settings.state_backend != "memory"
+            && (settings.has_pipeline() || !settings.state_path.is_empty());
+        if !on_disk || input.boundedness().is_unbounded() {
+            return Ok(false);
+        }
+        let mut keys = 0u64;
+        if settings.has_pipeline() {
+            let store = self.registry.open(settings)?;
+            for s in store.states(&settings.pipeline)? {
+                if calls.iter().any(|c| c.info.state_id == s.info.state_id) {
+                    keys = keys.max(s.keys);
+                }
+            }
+        }
+        if let [key] = partition_by
+            && let Some(column) = key.downcast_ref::<Column>()
+        {
+            let stats = StatisticsContext::new().compute(input.as_ref(), &StatisticsArgs::new())?;
+            let range = stats.column_statistics.get(column.index()).and_then(|c| {
+                let (min, max) = (c.min_value.get_value()?, c.max_value.get_value()?);
+                let as_i128 = |v: &ScalarValue| {
+                    v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                        ScalarValue::Int64(Some(v)) => Some(v as i128),
+                        _ => None,
+                    })
+                };
+                Some((as_i128(max)? - as_i128(min)? + 1).max(0) as u64)
+            });
+            let rows = stats.num_rows.get_value().map(|r| *r as u64);
+            if let Some(range) = range {
+                keys = keys.max(rows.map_or(range, |r| range.min(r)));
+            }
+        }
+        let per_key: usize = 48
+            + calls
+                .iter()
+                .map(|c| c.kernel.state_size_hint())
+                .sum::<usize>();
+        Ok(keys.saturating_mul(per_key as u64) > settings.working_set_bytes as u64)
     }
 }

@@ -1,45 +1,29 @@
 //! What a partition of the keyed-state operator holds: its keys and their states.
 //!
-//! The layout is flat, so that a million keys cost a few allocations, not several million:
-//! the keys one after another in one buffer, the states of every key in chunks of a few
-//! thousand keys (one state per kernel call, key after key), and an index from a key's hash to
-//! its slot number. Encoding the states for a commit walks the slots in order, and dropping a
-//! working set frees a few hundred buffers. The states grow by chunks, not by doubling one
-//! vector: a doubling copied up to ~100 MB at a time (18% of the load time in a profile of a
-//! million keys loaded, though the gain was within the noise of rows/s).
+//! The layout is columnar, so that a million keys cost a few allocations, not several
+//! million: the keys one after another in one buffer, an index from a key to its slot number
+//! ([`KeyIndex`]), and per kernel call one dense column of states, entry `s` belonging to slot
+//! `s` ([`StateColumn`]). A batch is folded kernel by kernel, each a tight loop over its rows
+//! and its own column; encoding the states for a commit walks the slots in order.
 
-use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::error::Result;
 
-use crate::kernels::KernelState;
-use crate::state::codec::{EncodedKeys, RecordHeader};
-
-/// Slots per chunk of states.
-const CHUNK_SLOTS: usize = 4096;
-
-/// A kernel's state for one key.
-#[derive(Debug)]
-pub struct Held {
-    pub header: RecordHeader,
-    pub state: KernelState,
-    /// Length of the record the store held when the state was loaded (`None`: nothing), so
-    /// that the store keeps its counts without reading the key again before writing it.
-    pub stored_len: Option<usize>,
-}
+use super::keys::KeyIndex;
+use crate::kernels::{BoundKernel, StateColumn};
+use crate::state::DecodedStates;
+use crate::state::codec::{EncodedKeys, KeyType};
 
 /// The keys of a partition and, per key (a slot), the states of every kernel call.
 #[derive(Debug)]
 pub struct WorkingSet {
-    /// Kernel calls: states per slot.
-    calls: usize,
-    /// Slot numbers, found by the hash of their key.
-    index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
-    /// The key of each slot.
+    index: KeyIndex,
+    /// The key of each slot, encoded as the stores keep it.
     keys: EncodedKeys,
-    /// Slot `s` holds `held[s / CHUNK_SLOTS][(s % CHUNK_SLOTS) * calls..][..calls]`.
-    held: Vec<Vec<Held>>,
+    /// One column of states per kernel call.
+    columns: Vec<Box<dyn StateColumn>>,
     /// Per slot: whether a row updated its states since they were last written.
     dirty: Vec<bool>,
     /// Estimated memory, as the operator counts it.
@@ -47,14 +31,12 @@ pub struct WorkingSet {
 }
 
 impl WorkingSet {
-    /// An empty set for `calls` kernel calls.
-    pub fn new(calls: usize) -> Self {
+    /// An empty set for keys of `key_types` and the states of `kernels`.
+    pub fn new(key_types: &[KeyType], kernels: &[BoundKernel]) -> Self {
         Self {
-            calls,
-            index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            index: KeyIndex::new(key_types),
             keys: EncodedKeys::default(),
-            held: Vec::new(),
+            columns: kernels.iter().map(|k| k.new_column()).collect(),
             dirty: Vec::new(),
             bytes: 0,
         }
@@ -62,60 +44,84 @@ impl WorkingSet {
 
     /// Slots (keys) held.
     pub fn len(&self) -> usize {
-        self.dirty.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The slot of `key`, and whether it is new. A new slot has no states until
-    /// [`WorkingSet::push_states`] gives them, in slot order.
-    pub fn slot(&mut self, key: &[u8]) -> (u32, bool) {
-        let Self {
-            index,
-            hasher,
-            keys,
-            dirty,
-            ..
-        } = self;
-        let hash = hasher.hash_one(key);
-        if let Some(&s) = index.find(hash, |&s| keys.row(s as usize) == key) {
-            return (s, false);
-        }
-        let s = dirty.len() as u32;
-        keys.push(key);
-        dirty.push(false);
-        index.insert_unique(hash, s, |&s| hasher.hash_one(keys.row(s as usize)));
-        (s, true)
+    /// Maps every row to its key's slot in `slots`; keys not held get new slots, numbered
+    /// from the returned first new slot on. New slots have no states until
+    /// [`WorkingSet::push_states`] gives them.
+    pub fn assign(
+        &mut self,
+        key_columns: &[ArrayRef],
+        rows: usize,
+        slots: &mut Vec<u32>,
+    ) -> Result<usize> {
+        let assigned = self
+            .index
+            .assign(key_columns, rows, &mut self.keys, slots)?;
+        self.dirty.resize(self.keys.len(), false);
+        Ok(assigned.first_new)
     }
 
-    /// Appends the states of the next slot without them (one per kernel call).
-    pub fn push_states(&mut self, states: impl IntoIterator<Item = Held>) {
-        let room = CHUNK_SLOTS * self.calls;
-        if self.held.last().is_none_or(|c| c.len() == room) {
-            self.held.push(Vec::with_capacity(room));
-        }
-        if let Some(chunk) = self.held.last_mut() {
-            chunk.extend(states);
+    /// The encoded key of `slot`.
+    pub fn key(&self, slot: usize) -> &[u8] {
+        self.keys.row(slot)
+    }
+
+    pub fn column(&self, call: usize) -> &dyn StateColumn {
+        self.columns[call].as_ref()
+    }
+
+    /// The keys, the columns of states and the dirty flags, to fold a batch into.
+    pub fn parts_mut(&mut self) -> (&EncodedKeys, &mut [Box<dyn StateColumn>], &mut [bool]) {
+        (&self.keys, &mut self.columns, &mut self.dirty)
+    }
+
+    pub fn is_dirty(&self, slot: usize) -> bool {
+        self.dirty[slot]
+    }
+
+    /// Gives every slot without states (the new ones) fresh states.
+    pub fn push_states(&mut self) {
+        for c in &mut self.columns {
+            while c.len() < self.keys.len() {
+                c.push_new();
+            }
         }
     }
 
-    /// The key of `slot`, its states, and whether it is dirty.
-    pub fn slot_mut(&mut self, slot: usize) -> (&[u8], &mut [Held], &mut bool) {
-        let at = slot % CHUNK_SLOTS * self.calls;
-        (
-            self.keys.row(slot),
-            &mut self.held[slot / CHUNK_SLOTS][at..at + self.calls],
-            &mut self.dirty[slot],
-        )
+    /// The dirty states, decoded, one entry per kernel call (`state_ids` in call order): what
+    /// a store that keeps states decoded commits. Consumes the set.
+    pub fn into_decoded(self, state_ids: &[Arc<str>]) -> Vec<DecodedStates> {
+        let keys = Arc::new(self.keys);
+        let slots: Arc<Vec<u32>> = Arc::new(
+            (0..self.dirty.len() as u32)
+                .filter(|&s| self.dirty[s as usize])
+                .collect(),
+        );
+        self.columns
+            .into_iter()
+            .zip(state_ids)
+            .map(|(column, id)| DecodedStates {
+                state_id: Arc::clone(id),
+                keys: Arc::clone(&keys),
+                slots: Arc::clone(&slots),
+                column,
+            })
+            .collect()
     }
 
     /// Forgets every key.
     pub fn clear(&mut self) {
         self.index.clear();
         self.keys = EncodedKeys::default();
-        self.held.clear();
+        for c in &mut self.columns {
+            c.clear();
+        }
         self.dirty.clear();
         self.bytes = 0;
     }
@@ -127,89 +133,88 @@ impl WorkingSet {
             self.dirty.fill(false);
             return;
         }
-        let mut number = Vec::with_capacity(self.len());
-        let mut next = 0u32;
-        for &d in &self.dirty {
-            number.push(if d { next } else { u32::MAX });
-            next += d as u32;
-        }
-        self.index.retain(|s| {
-            *s = number[*s as usize];
-            *s != u32::MAX
-        });
         let mut keys = EncodedKeys::default();
-        for (s, _) in self.dirty.iter().enumerate().filter(|(_, d)| **d) {
+        for s in (0..self.len()).filter(|&s| self.dirty[s]) {
             keys.push(self.keys.row(s));
         }
-        self.keys = keys;
-        let chunks = std::mem::take(&mut self.held);
-        let calls = self.calls.max(1);
-        let mut s = 0;
-        for chunk in chunks {
-            let mut states = chunk.into_iter();
-            while states.len() > 0 {
-                let slot = states.by_ref().take(calls);
-                if self.dirty[s] {
-                    self.push_states(slot);
-                } else {
-                    slot.for_each(drop);
-                }
-                s += 1;
-            }
+        for c in &mut self.columns {
+            c.retain(&self.dirty);
         }
+        self.keys = keys;
+        self.index.rebuild(&self.keys);
         self.dirty.clear();
-        self.dirty.resize(next as usize, false);
+        self.dirty.resize(self.keys.len(), false);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::kernels::Kernel;
+    use std::sync::Arc;
 
-    fn held(kernel: &Kernel, rows: u64) -> Held {
-        Held {
-            header: RecordHeader {
-                rows,
-                ..Default::default()
-            },
-            state: kernel.new_state(),
-            stored_len: None,
-        }
-    }
+    use datafusion::arrow::array::StringArray;
+
+    use super::*;
+    use crate::kernels::{self, FoldInput, FoldOutput, LateRows};
 
     #[test]
     fn slots_are_found_by_key_and_survive_retain_dirty() {
-        let kernel = Kernel::Ewma { alpha: 0.5 };
-        let mut set = WorkingSet::new(2);
-        // Over two chunks of states.
-        let keys: Vec<Vec<u8>> = (0..10_000u32)
-            .map(|i| format!("k{i}").into_bytes())
-            .collect();
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(set.slot(k), (i as u32, true));
-            set.push_states([held(&kernel, i as u64), held(&kernel, i as u64 + 1)]);
-        }
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(set.slot(k), (i as u32, false));
-            let (key, states, dirty) = set.slot_mut(i);
-            assert_eq!(key, &k[..]);
-            assert_eq!(states[1].header.rows, i as u64 + 1);
-            *dirty = i % 3 == 0;
+        let kernels = vec![
+            kernels::bind("ewma", &[0.5]).unwrap(),
+            kernels::bind("rolling_mean", &[2.0]).unwrap(),
+        ];
+        let mut set = WorkingSet::new(&[KeyType::Utf8], &kernels);
+        let names: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+        let col: ArrayRef = Arc::new(StringArray::from(names.clone()));
+        let mut slots = Vec::new();
+        assert_eq!(
+            set.assign(&[Arc::clone(&col)], names.len(), &mut slots)
+                .unwrap(),
+            0
+        );
+        assert_eq!(slots, (0..10_000).collect::<Vec<u32>>());
+        set.push_states();
+        // Every third key gets a row.
+        let rows: Vec<usize> = (0..names.len()).step_by(3).collect();
+        let picked: ArrayRef = Arc::new(StringArray::from(
+            rows.iter().map(|&i| names[i].clone()).collect::<Vec<_>>(),
+        ));
+        assert_eq!(
+            set.assign(&[picked], rows.len(), &mut slots).unwrap(),
+            10_000
+        );
+        let xs: Vec<f64> = rows.iter().map(|&i| i as f64).collect();
+        let order = vec![1i64; rows.len()];
+        let (_, columns, dirty) = set.parts_mut();
+        for c in columns.iter_mut() {
+            let input = FoldInput {
+                columns: &[&xs],
+                valid: None,
+                order: Some(&order),
+                late_rows: LateRows::Skip,
+            };
+            c.fold(&input, &slots, dirty, &mut FoldOutput::new(rows.len()))
+                .unwrap();
         }
         set.retain_dirty();
-        let kept: Vec<usize> = (0..keys.len()).step_by(3).collect();
-        assert_eq!(set.len(), kept.len());
-        for (s, &i) in kept.iter().enumerate() {
-            let (key, states, dirty) = set.slot_mut(s);
-            assert_eq!(key, &keys[i][..]);
-            assert_eq!((states[0].header.rows, *dirty), (i as u64, false));
-            assert_eq!(set.slot(&keys[i]), (s as u32, false));
+        assert_eq!(set.len(), rows.len());
+        for (s, &i) in rows.iter().enumerate() {
+            assert_eq!(
+                set.key(s),
+                &[
+                    &[1u8][..],
+                    &(names[i].len() as u32).to_le_bytes(),
+                    names[i].as_bytes()
+                ]
+                .concat()[..]
+            );
+            assert!(!set.is_dirty(s));
+            assert_eq!((set.column(0).rows(s), set.column(1).rows(s)), (1, 1));
         }
-        // A key left out is new again, in the next slot.
-        assert_eq!(set.slot(&keys[1]), (kept.len() as u32, true));
+        // A key left out is new again, in the next slot; a kept one is found.
+        let again: ArrayRef = Arc::new(StringArray::from(vec![names[1].clone(), names[3].clone()]));
+        assert_eq!(set.assign(&[again], 2, &mut slots).unwrap(), rows.len());
+        assert_eq!(slots, vec![rows.len() as u32, 1]);
         set.clear();
         assert!(set.is_empty());
-        assert_eq!(set.slot(&keys[0]), (0, true));
     }
 }

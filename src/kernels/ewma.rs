@@ -1,61 +1,68 @@
 //! Exponentially weighted moving average, `adjust=False` form:
 //! `y_0 = x_0`, `y_t = (1 - alpha) * y_{t-1} + alpha * x_t`.
 
-use super::{
-    KernelDef, KernelError, KernelResult, Reader, StateFieldType, StateValue, put_opt_f64,
-};
+use super::def::{FieldType, KernelDef, ParamKind, ParamSpec, StateField};
+use super::fields::{FieldSink, FieldSource};
+use super::{Kernel, KernelResult};
 
-pub const EWMA: KernelDef = KernelDef {
-    name: "ewma",
-    inputs: &["x"],
-    params: &["alpha"],
-    description: "Exponentially weighted moving average of x per key, seeded with the key's \
-        first value: y = (1 - alpha) * y_prev + alpha * x. Same as pandas \
-        ewm(alpha=alpha, adjust=False).mean().",
-    example: "ewma(price, 0.06) OVER (PARTITION BY symbol ORDER BY ts)",
-};
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ewma {
+    alpha: f64,
+}
 
-pub const STATE_FIELDS: &[(&str, StateFieldType)] = &[("ewma", StateFieldType::Float64)];
+impl Kernel for Ewma {
+    /// The last average; `None` until the key's first value.
+    type State = Option<f64>;
+    type Input = f64;
 
-pub fn validate_alpha(alpha: f64) -> KernelResult<f64> {
-    // `!(a > 0)` also rejects NaN.
-    if !(alpha > 0.0 && alpha <= 1.0) {
-        return Err(KernelError(format!(
-            "ewma: alpha must be in (0, 1], got {alpha}"
-        )));
+    const DEF: &'static KernelDef = &KernelDef {
+        name: "ewma",
+        inputs: &["x"],
+        params: &[ParamSpec {
+            name: "alpha",
+            label: "alpha",
+            kind: ParamKind::Real {
+                min: 0.0,
+                min_open: true,
+                max: 1.0,
+                max_open: false,
+            },
+            default: None,
+            description: "smoothing factor, the weight of the newest value",
+        }],
+        fields: &[StateField::new("ewma", FieldType::OptF64)],
+        version: 1,
+        reads_from: 1,
+        description: "Exponentially weighted moving average of x per key, seeded with the \
+            key's first value: y = (1 - alpha) * y_prev + alpha * x. Same as pandas \
+            ewm(alpha=alpha, adjust=False).mean().",
+        example: "ewma(price, 0.06) OVER (PARTITION BY symbol ORDER BY ts)",
+    };
+
+    fn bind(params: &[f64]) -> KernelResult<Self> {
+        Ok(Self { alpha: params[0] })
     }
-    Ok(alpha)
-}
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EwmaState {
-    /// `None` until the key's first value.
-    pub value: Option<f64>,
-}
+    fn new_state(&self) -> Option<f64> {
+        None
+    }
 
-impl EwmaState {
-    #[inline]
-    pub fn update(&mut self, alpha: f64, x: f64) -> f64 {
-        let y = match self.value {
+    #[inline(always)]
+    fn update(&self, state: &mut Option<f64>, x: f64) -> Option<f64> {
+        let y = match *state {
             None => x,
-            Some(prev) => (1.0 - alpha) * prev + alpha * x,
+            Some(prev) => (1.0 - self.alpha) * prev + self.alpha * x,
         };
-        self.value = Some(y);
-        y
+        *state = Some(y);
+        Some(y)
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        put_opt_f64(out, self.value);
+    fn write<S: FieldSink + ?Sized>(&self, state: &Option<f64>, out: &mut S) {
+        out.opt_f64(*state);
     }
 
-    pub fn decode(r: &mut Reader) -> KernelResult<Self> {
-        Ok(Self {
-            value: r.opt_f64()?,
-        })
-    }
-
-    pub fn values(&self) -> Vec<StateValue> {
-        vec![StateValue::Float64(self.value)]
+    fn read<S: FieldSource + ?Sized>(&self, src: &mut S) -> KernelResult<Option<f64>> {
+        src.opt_f64()
     }
 }
 
@@ -64,16 +71,19 @@ mod tests {
     use super::super::test_support::*;
     use super::*;
 
+    fn run(alpha: f64, xs: &[Option<f64>]) -> Vec<Option<f64>> {
+        let k = Ewma { alpha };
+        let mut s = k.new_state();
+        xs.iter()
+            .map(|x| x.and_then(|x| k.update(&mut s, x)))
+            .collect()
+    }
+
     #[test]
     fn matches_pandas_ewm_adjust_false() {
         let data = read_csv(include_str!("../../tests/data/reference/ewma.csv"));
         for alpha in ["0.06", "0.5", "1"] {
-            let mut s = EwmaState::default();
-            let a: f64 = alpha.parse().unwrap();
-            let got: Vec<_> = column(&data, "x")
-                .iter()
-                .map(|x| x.map(|x| s.update(a, x)))
-                .collect();
+            let got = run(alpha.parse().unwrap(), column(&data, "x"));
             let want = column(&data, &format!("ewma_{alpha}"));
             // pandas divides by (old_wt + new_wt) and rebuilds alpha from com; the arithmetic
             // differs in the last bits, hence the relative tolerance.
@@ -83,19 +93,16 @@ mod tests {
 
     #[test]
     fn first_value_seeds_and_alpha_one_tracks_input() {
-        let mut s = EwmaState::default();
-        assert_eq!(s.update(0.25, 8.0), 8.0);
-        assert_eq!(s.update(0.25, 4.0), 7.0);
-        let mut s = EwmaState::default();
-        s.update(1.0, 3.0);
-        assert_eq!(s.update(1.0, 5.0), 5.0);
+        assert_eq!(
+            run(0.25, &[Some(8.0), Some(4.0)]),
+            vec![Some(8.0), Some(7.0)]
+        );
+        assert_eq!(run(1.0, &[Some(3.0), Some(5.0)])[1], Some(5.0));
     }
 
     #[test]
     fn nan_propagates() {
-        let mut s = EwmaState::default();
-        s.update(0.5, 1.0);
-        assert!(s.update(0.5, f64::NAN).is_nan());
-        assert!(s.update(0.5, 2.0).is_nan());
+        let out = run(0.5, &[Some(1.0), Some(f64::NAN), Some(2.0)]);
+        assert!(out[1].unwrap().is_nan() && out[2].unwrap().is_nan());
     }
 }

@@ -1,41 +1,50 @@
 //! Log return against the key's previous value: `ln(x_t / x_{t-1})`.
 
-use super::{KernelDef, KernelResult, Reader, StateFieldType, StateValue, put_opt_f64};
+use super::def::{FieldType, KernelDef, StateField};
+use super::fields::{FieldSink, FieldSource};
+use super::{Kernel, KernelResult};
 
-pub const LOG_RETURN: KernelDef = KernelDef {
-    name: "log_return",
-    inputs: &["price"],
-    params: &[],
-    description: "Natural log of price over the key's previous price: ln(price / prev). \
-        NULL on the key's first row.",
-    example: "log_return(price) OVER (PARTITION BY symbol ORDER BY ts)",
-};
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogReturn;
 
-pub const STATE_FIELDS: &[(&str, StateFieldType)] = &[("prev_price", StateFieldType::Float64)];
+impl Kernel for LogReturn {
+    /// The previous price.
+    type State = Option<f64>;
+    type Input = f64;
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LogReturnState {
-    pub prev: Option<f64>,
-}
+    const DEF: &'static KernelDef = &KernelDef {
+        name: "log_return",
+        inputs: &["price"],
+        params: &[],
+        fields: &[StateField::new("prev_price", FieldType::OptF64)],
+        version: 1,
+        reads_from: 1,
+        description: "Natural log of price over the key's previous price: ln(price / prev). \
+            NULL on the key's first row.",
+        example: "log_return(price) OVER (PARTITION BY symbol ORDER BY ts)",
+    };
 
-impl LogReturnState {
-    #[inline]
-    pub fn update(&mut self, price: f64) -> Option<f64> {
-        let out = self.prev.map(|prev| (price / prev).ln());
-        self.prev = Some(price);
+    fn bind(_params: &[f64]) -> KernelResult<Self> {
+        Ok(LogReturn)
+    }
+
+    fn new_state(&self) -> Option<f64> {
+        None
+    }
+
+    #[inline(always)]
+    fn update(&self, prev: &mut Option<f64>, price: f64) -> Option<f64> {
+        let out = prev.map(|p| (price / p).ln());
+        *prev = Some(price);
         out
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        put_opt_f64(out, self.prev);
+    fn write<S: FieldSink + ?Sized>(&self, prev: &Option<f64>, out: &mut S) {
+        out.opt_f64(*prev);
     }
 
-    pub fn decode(r: &mut Reader) -> KernelResult<Self> {
-        Ok(Self { prev: r.opt_f64()? })
-    }
-
-    pub fn values(&self) -> Vec<StateValue> {
-        vec![StateValue::Float64(self.prev)]
+    fn read<S: FieldSource + ?Sized>(&self, src: &mut S) -> KernelResult<Option<f64>> {
+        src.opt_f64()
     }
 }
 
@@ -47,10 +56,10 @@ mod tests {
     #[test]
     fn matches_pandas_log_of_ratio() {
         let data = read_csv(include_str!("../../tests/data/reference/log_return.csv"));
-        let mut s = LogReturnState::default();
+        let mut s = None;
         let got: Vec<_> = column(&data, "price")
             .iter()
-            .map(|p| s.update(p.unwrap()))
+            .map(|p| LogReturn.update(&mut s, p.unwrap()))
             .collect();
         // numpy's log may differ from the platform libm in the last bit.
         assert_close(&got, column(&data, "log_return"), 1e-12, "log_return");
@@ -58,8 +67,8 @@ mod tests {
 
     #[test]
     fn first_row_is_null() {
-        let mut s = LogReturnState::default();
-        assert_eq!(s.update(100.0), None);
-        assert_eq!(s.update(100.0), Some(0.0));
+        let mut s = None;
+        assert_eq!(LogReturn.update(&mut s, 100.0), None);
+        assert_eq!(LogReturn.update(&mut s, 100.0), Some(0.0));
     }
 }

@@ -1,21 +1,11 @@
 //! Cumulative volume-weighted average price: `sum(price * qty) / sum(qty)` per key.
 
-use super::{KernelDef, KernelResult, Reader, StateFieldType, StateValue, put_f64};
+use super::def::{FieldType, KernelDef, StateField};
+use super::fields::{FieldSink, FieldSource};
+use super::{Kernel, KernelResult};
 
-pub const VWAP: KernelDef = KernelDef {
-    name: "vwap",
-    inputs: &["price", "qty"],
-    params: &[],
-    description: "Cumulative volume-weighted average price per key: sum(price * qty) / \
-        sum(qty) over all rows applied so far. A zero cumulative quantity gives NaN or \
-        infinity, as IEEE division says.",
-    example: "vwap(price, qty) OVER (PARTITION BY symbol ORDER BY ts)",
-};
-
-pub const STATE_FIELDS: &[(&str, StateFieldType)] = &[
-    ("notional", StateFieldType::Float64),
-    ("volume", StateFieldType::Float64),
-];
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vwap;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VwapState {
@@ -25,31 +15,51 @@ pub struct VwapState {
     pub volume: f64,
 }
 
-impl VwapState {
-    #[inline]
-    pub fn update(&mut self, price: f64, qty: f64) -> f64 {
-        self.notional += price * qty;
-        self.volume += qty;
-        self.notional / self.volume
+impl Kernel for Vwap {
+    type State = VwapState;
+    type Input = [f64; 2];
+
+    const DEF: &'static KernelDef = &KernelDef {
+        name: "vwap",
+        inputs: &["price", "qty"],
+        params: &[],
+        fields: &[
+            StateField::new("notional", FieldType::F64),
+            StateField::new("volume", FieldType::F64),
+        ],
+        version: 1,
+        reads_from: 1,
+        description: "Cumulative volume-weighted average price per key: sum(price * qty) / \
+            sum(qty) over all rows applied so far. A zero cumulative quantity gives NaN or \
+            infinity, as IEEE division says.",
+        example: "vwap(price, qty) OVER (PARTITION BY symbol ORDER BY ts)",
+    };
+
+    fn bind(_params: &[f64]) -> KernelResult<Self> {
+        Ok(Vwap)
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        put_f64(out, self.notional);
-        put_f64(out, self.volume);
+    fn new_state(&self) -> VwapState {
+        VwapState::default()
     }
 
-    pub fn decode(r: &mut Reader) -> KernelResult<Self> {
-        Ok(Self {
-            notional: r.f64()?,
-            volume: r.f64()?,
+    #[inline(always)]
+    fn update(&self, s: &mut VwapState, [price, qty]: [f64; 2]) -> Option<f64> {
+        s.notional += price * qty;
+        s.volume += qty;
+        Some(s.notional / s.volume)
+    }
+
+    fn write<S: FieldSink + ?Sized>(&self, s: &VwapState, out: &mut S) {
+        out.f64(s.notional);
+        out.f64(s.volume);
+    }
+
+    fn read<S: FieldSource + ?Sized>(&self, src: &mut S) -> KernelResult<VwapState> {
+        Ok(VwapState {
+            notional: src.f64()?,
+            volume: src.f64()?,
         })
-    }
-
-    pub fn values(&self) -> Vec<StateValue> {
-        vec![
-            StateValue::Float64(Some(self.notional)),
-            StateValue::Float64(Some(self.volume)),
-        ]
     }
 }
 
@@ -65,7 +75,7 @@ mod tests {
         let got: Vec<_> = column(&data, "price")
             .iter()
             .zip(column(&data, "qty"))
-            .map(|(p, q)| Some(s.update(p.unwrap(), q.unwrap())))
+            .map(|(p, q)| Vwap.update(&mut s, [p.unwrap(), q.unwrap()]))
             .collect();
         // Same operations in the same order as (price * qty).cumsum() / qty.cumsum().
         assert_close(&got, column(&data, "vwap"), 0.0, "vwap");
@@ -74,7 +84,7 @@ mod tests {
     #[test]
     fn zero_volume_is_ieee() {
         let mut s = VwapState::default();
-        assert!(s.update(10.0, 0.0).is_nan());
-        assert_eq!(s.update(10.0, 2.0), 10.0);
+        assert!(Vwap.update(&mut s, [10.0, 0.0]).unwrap().is_nan());
+        assert_eq!(Vwap.update(&mut s, [10.0, 2.0]), Some(10.0));
     }
 }

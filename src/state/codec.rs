@@ -5,8 +5,8 @@
 //! integers as i64 big-endian with the sign bit flipped, unsigned as u64 big-endian, booleans
 //! as one byte. Fixed-width integers are big-endian so that byte order is value order.
 //!
-//! Record: rows applied (u64 LE), last ORDER BY value applied (tag byte and i64 LE), then the
-//! kernel's own state bytes.
+//! Records (a key's state of one kernel) are laid out by the kernel layer
+//! ([`crate::kernels::column`]).
 
 use std::sync::Arc;
 
@@ -100,6 +100,14 @@ impl EncodedKeys {
         self.offsets.push(self.bytes.len());
     }
 
+    /// Appends the concatenation of `parts` as the next row.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.offsets.push(self.bytes.len());
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)
     }
@@ -112,6 +120,18 @@ impl EncodedKeys {
     pub fn row(&self, i: usize) -> &[u8] {
         &self.bytes[self.offsets[i]..self.offsets[i + 1]]
     }
+}
+
+/// The encoded key of a one-column integer key: `v` as an `Int64` value, or the bits of a
+/// `UInt64` one, written into `buf`.
+pub fn encode_key_value(t: KeyType, v: i64, buf: &mut [u8; 9]) -> &[u8] {
+    buf[0] = 1;
+    let bits = match t {
+        KeyType::UInt64 => v as u64,
+        _ => (v as u64) ^ (1 << 63),
+    };
+    buf[1..].copy_from_slice(&bits.to_be_bytes());
+    &buf[..]
 }
 
 /// Encodes the key of every row of `columns` (already cast or castable to their key types).
@@ -153,11 +173,12 @@ pub fn encode_keys(
                 KeyType::Int64 => {
                     let v = col.as_primitive::<Int64Type>().value(row);
                     out.bytes
-                        .extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+                        .extend_from_slice(&encode_key_value(*t, v, &mut [0; 9])[1..]);
                 }
                 KeyType::UInt64 => {
-                    let v = col.as_primitive::<UInt64Type>().value(row);
-                    out.bytes.extend_from_slice(&v.to_be_bytes());
+                    let v = col.as_primitive::<UInt64Type>().value(row) as i64;
+                    out.bytes
+                        .extend_from_slice(&encode_key_value(*t, v, &mut [0; 9])[1..]);
                 }
                 KeyType::Boolean => out.bytes.push(col.as_boolean().value(row) as u8),
             }
@@ -247,53 +268,10 @@ pub fn decode_keys(keys: &[&[u8]], columns: &[KeyColumn]) -> Result<Vec<ArrayRef
         .collect()
 }
 
-/// The per-key bookkeeping around a kernel's state.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RecordHeader {
-    /// Rows applied to this key's state so far.
-    pub rows: u64,
-    /// Largest ORDER BY value applied so far (as i64: timestamps in their own unit).
-    pub last_order: Option<i64>,
-}
-
-const HEADER_LEN: usize = 17;
-
-pub fn encode_record(header: &RecordHeader, out: &mut Vec<u8>) {
-    out.extend_from_slice(&header.rows.to_le_bytes());
-    match header.last_order {
-        None => out.extend_from_slice(&[0; 9]),
-        Some(v) => {
-            out.push(1);
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-}
-
-/// Splits a record into its header and the kernel's state bytes.
-pub fn decode_record(record: &[u8]) -> Result<(RecordHeader, &[u8])> {
-    if record.len() < HEADER_LEN {
-        return Err(DataFusionError::Execution(format!(
-            "damaged state record: {} byte(s), the header alone is {HEADER_LEN}",
-            record.len()
-        )));
-    }
-    let rows = u64::from_le_bytes(record[0..8].try_into().unwrap());
-    let last_order = match record[8] {
-        0 => None,
-        1 => Some(i64::from_le_bytes(record[9..17].try_into().unwrap())),
-        t => {
-            return Err(DataFusionError::Execution(format!(
-                "damaged state record: bad tag {t}"
-            )));
-        }
-    };
-    Ok((RecordHeader { rows, last_order }, &record[HEADER_LEN..]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{DictionaryArray, Int32Array, StringArray, UInt8Array};
+    use datafusion::arrow::array::{DictionaryArray, Int32Array, UInt8Array};
     use datafusion::arrow::datatypes::Int32Type;
 
     #[test]
@@ -330,20 +308,5 @@ mod tests {
         for i in 0..3 {
             assert!(enc.row(i) < enc.row(i + 1));
         }
-    }
-
-    #[test]
-    fn records_round_trip_and_damage_is_an_error() {
-        let h = RecordHeader {
-            rows: 42,
-            last_order: Some(-7),
-        };
-        let mut buf = Vec::new();
-        encode_record(&h, &mut buf);
-        buf.extend_from_slice(b"xyz");
-        assert_eq!(decode_record(&buf).unwrap(), (h, &b"xyz"[..]));
-        assert!(decode_record(&buf[..10]).is_err());
-        let s: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
-        assert_eq!(encode_keys(&[s], &[KeyType::Utf8], 1).unwrap().len(), 1);
     }
 }

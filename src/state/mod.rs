@@ -5,6 +5,7 @@
 //! encoded key to an encoded record. Every call is batched: the operator asks for all keys of
 //! an input batch at once and writes a whole query's updates in one atomic [`Commit`].
 
+pub mod arrow;
 pub mod codec;
 pub mod memory;
 #[cfg(feature = "rocksdb")]
@@ -21,6 +22,8 @@ use datafusion::error::{DataFusionError, Result};
 
 pub use codec::{KeyColumn, KeyType};
 
+use crate::kernels::StateColumn;
+
 /// What a state id stands for. Stored with the state; a query that derives the same id must
 /// agree with it field for field, or it gets an error instead of a reinterpretation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +38,12 @@ pub struct StateInfo {
     pub key_columns: Vec<KeyColumn>,
     /// Type of the ORDER BY column.
     pub order_type: DataType,
+    /// The kernel's state encoding version: what this build writes (a query's info), or the
+    /// newest version the state's records may have (a stored info).
     pub encoding_version: u32,
+    /// The oldest encoding version the query's build reads; not stored (a stored info reads
+    /// as its own version).
+    pub reads_from: u32,
 }
 
 impl StateInfo {
@@ -49,10 +57,16 @@ impl StateInfo {
                 other.kernel,
                 other.params.join(", ")
             )
-        } else if self.encoding_version != other.encoding_version {
+        } else if self.encoding_version > other.encoding_version {
             format!(
-                "encoding version {} but this build writes version {}",
-                self.encoding_version, other.encoding_version
+                "encoding version {}, written by a newer build; this build reads versions {} \
+                 to {}",
+                self.encoding_version, other.reads_from, other.encoding_version
+            )
+        } else if self.encoding_version < other.reads_from {
+            format!(
+                "encoding version {}, older than this build reads (versions {} to {})",
+                self.encoding_version, other.reads_from, other.encoding_version
             )
         } else if self.key_columns != other.key_columns {
             format!(
@@ -114,6 +128,18 @@ pub struct Put {
     pub replaces: Option<usize>,
 }
 
+/// The final states of one kernel call in one partition, decoded: what a query commits to a
+/// store that keeps states decoded ([`StateStore::keeps_decoded`]) instead of [`Put`]s.
+#[derive(Debug)]
+pub struct DecodedStates {
+    pub state_id: Arc<str>,
+    /// The encoded key of every slot of `column` (shared by a partition's kernel calls).
+    pub keys: Arc<codec::EncodedKeys>,
+    /// The slots to write (shared by a partition's kernel calls).
+    pub slots: Arc<Vec<u32>>,
+    pub column: Box<dyn StateColumn>,
+}
+
 /// Everything one query writes to one pipeline, applied all together or not at all.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -122,6 +148,9 @@ pub struct Commit {
     /// Registry entries of every state the query used.
     pub states: Vec<StateInfo>,
     pub puts: Vec<Put>,
+    /// Decoded final states, for a store that keeps states decoded; a slot a kernel applied
+    /// no row to is skipped.
+    pub decoded: Vec<DecodedStates>,
 }
 
 /// A batched key-value store of pipeline state.
@@ -160,6 +189,27 @@ pub trait StateStore: Debug + Send + Sync {
             }
         }
         Ok(())
+    }
+    /// Whether the store keeps states decoded: queries then load them with
+    /// [`StateStore::load_decoded`] and commit [`Commit::decoded`] instead of records.
+    fn keeps_decoded(&self) -> bool {
+        false
+    }
+    /// Copies the committed states of `keys` into `column`, key `i` into slot
+    /// `first_slot + i` (which exists); returns how many keys had one. Only for a store that
+    /// [keeps states decoded](StateStore::keeps_decoded).
+    fn load_decoded(
+        &self,
+        _pipeline: &str,
+        _state_id: &str,
+        _keys: &[&[u8]],
+        _column: &mut dyn StateColumn,
+        _first_slot: usize,
+    ) -> Result<usize> {
+        Err(DataFusionError::Internal(format!(
+            "the {} state store keeps records, not decoded states",
+            self.backend()
+        )))
     }
     /// All committed (key, record) pairs of a state, in key order.
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
@@ -341,7 +391,8 @@ mod tests {
                 data_type: DataType::Utf8,
             }],
             order_type: DataType::Int64,
-            encoding_version: 1,
+            encoding_version: 2,
+            reads_from: 2,
         }
     }
 
@@ -356,8 +407,15 @@ mod tests {
                 "parameters ewma(0.5)",
             ),
             (
-                Box::new(|i| i.encoding_version = 2),
-                "encoding version 1 but this build writes version 2",
+                Box::new(|i| i.encoding_version = 1),
+                "encoding version 2, written by a newer build; this build reads versions 2 to 1",
+            ),
+            (
+                Box::new(|i| {
+                    i.encoding_version = 4;
+                    i.reads_from = 3;
+                }),
+                "encoding version 2, older than this build reads (versions 3 to 4)",
             ),
             (
                 Box::new(|i| i.key_columns[0].data_type = DataType::Int64),
@@ -386,10 +444,16 @@ mod tests {
     #[test]
     fn memory_commit_is_all_or_nothing() {
         let store = memory::MemoryStore::new("");
+        // An ewma record: one row applied at ORDER BY 7, average 1.5.
+        let mut record = 1u64.to_le_bytes().to_vec();
+        record.push(1);
+        record.extend_from_slice(&7i64.to_le_bytes());
+        record.push(1);
+        record.extend_from_slice(&1.5f64.to_le_bytes());
         let put = |k: &str| Put {
             state_id: Arc::from("ewma(price,0.5)@symbol"),
             key: k.as_bytes().to_vec(),
-            record: vec![1],
+            record: record.clone(),
             replaces: None,
         };
         store
@@ -400,6 +464,7 @@ mod tests {
                     tag: Some("t1".into()),
                     states: vec![info()],
                     puts: vec![put("a")],
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -408,6 +473,7 @@ mod tests {
             tag: Some("t1".into()),
             states: vec![info()],
             puts: vec![put("b")],
+            ..Default::default()
         };
         assert!(
             store
@@ -417,20 +483,34 @@ mod tests {
                 .contains("already committed")
         );
         let mut bad = info();
-        bad.encoding_version = 9;
+        bad.encoding_version = 1;
         let refused = Commit {
             tag: Some("t2".into()),
             states: vec![bad],
             puts: vec![put("c")],
+            ..Default::default()
         };
         assert!(store.commit("p", 0, refused).is_err());
-        assert_eq!(store.scan("p", "ewma(price,0.5)@symbol").unwrap().len(), 1);
+        let mut damaged = put("d");
+        damaged.record.pop();
+        let refused = Commit {
+            tag: Some("t3".into()),
+            states: vec![info()],
+            puts: vec![put("e"), damaged],
+            ..Default::default()
+        };
+        let err = store.commit("p", 0, refused).unwrap_err().to_string();
+        assert!(err.contains("cannot be decoded"), "{err}");
+        assert_eq!(
+            store.scan("p", "ewma(price,0.5)@symbol").unwrap(),
+            vec![(b"a".to_vec(), record.clone())]
+        );
         let p = store.pipeline("p").unwrap().unwrap();
         assert_eq!((p.commits, p.last_commit_tag.as_deref()), (1, Some("t1")));
         assert_eq!(
             store.states("p").unwrap()[0].bytes,
-            2,
-            "one key of one byte and a record of one byte"
+            27,
+            "one key of one byte and a record of 26 bytes"
         );
     }
 }

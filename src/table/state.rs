@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Array, ListBuilder, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -25,8 +25,9 @@ use datafusion::physical_plan::{
 };
 
 use super::{arity, session_store, string_arg};
-use crate::kernels::{Kernel, StateFieldType, StateValue};
-use crate::state::codec::{decode_keys, decode_record, encode_keys};
+use crate::kernels::{self, BoundKernel};
+use crate::state::arrow::{FieldBuilders, state_fields};
+use crate::state::codec::{decode_keys, encode_keys};
 use crate::state::{StateInfo, StateStore, StoreRegistry};
 
 const USAGE: &str = "fintech_state('pipeline', 'state_id')";
@@ -74,7 +75,7 @@ pub struct StateTable {
     store: Arc<dyn StateStore>,
     pipeline: String,
     info: StateInfo,
-    kernel: Kernel,
+    kernel: BoundKernel,
     schema: SchemaRef,
 }
 
@@ -92,22 +93,13 @@ impl StateTable {
                 ))
             })?;
         let kernel =
-            Kernel::new(&info.kernel, &params).map_err(|e| DataFusionError::Execution(e.0))?;
+            kernels::bind(&info.kernel, &params).map_err(|e| DataFusionError::Execution(e.0))?;
         let mut fields: Vec<Field> = info
             .key_columns
             .iter()
             .map(|c| Field::new(&c.name, c.data_type.clone(), true))
             .collect();
-        for (name, t) in kernel.state_fields() {
-            fields.push(match t {
-                StateFieldType::Float64 => Field::new(*name, DataType::Float64, true),
-                StateFieldType::Float64List => Field::new(
-                    *name,
-                    DataType::List(Arc::new(Field::new("item", DataType::Float64, true))),
-                    true,
-                ),
-            });
-        }
+        fields.extend(state_fields(kernel.def()));
         fields.push(Field::new("rows_applied", DataType::UInt64, false));
         fields.push(Field::new("last_applied", info.order_type.clone(), true));
         Ok(Self {
@@ -292,48 +284,22 @@ impl StateScanExec {
         };
         let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_slice()).collect();
         let mut columns = decode_keys(&keys, &t.info.key_columns)?;
-        let fields = t.kernel.state_fields();
-        enum B {
-            F(Float64Builder),
-            L(ListBuilder<Float64Builder>),
-        }
-        let mut builders: Vec<B> = fields
-            .iter()
-            .map(|(_, ty)| match ty {
-                StateFieldType::Float64 => B::F(Float64Builder::new()),
-                StateFieldType::Float64List => B::L(ListBuilder::new(Float64Builder::new())),
-            })
-            .collect();
+        let mut states = t.kernel.new_column();
+        let mut builders = FieldBuilders::new(t.kernel.def());
         let mut rows = Vec::with_capacity(pairs.len());
         let mut last = Vec::with_capacity(pairs.len());
-        for (_, record) in &pairs {
-            let damaged = |why: String| {
+        for (slot, (_, record)) in pairs.iter().enumerate() {
+            states.push_record(record).map_err(|e| {
                 DataFusionError::Execution(format!(
-                    "stored state of {} cannot be decoded ({why})",
+                    "stored state of {} cannot be decoded ({e})",
                     t.info.state_id
                 ))
-            };
-            let (header, bytes) = decode_record(record).map_err(|e| damaged(e.to_string()))?;
-            let state = t.kernel.decode(bytes).map_err(|e| damaged(e.0))?;
-            rows.push(header.rows);
-            last.push(header.last_order);
-            for (b, v) in builders.iter_mut().zip(t.kernel.state_values(&state)) {
-                match (b, v) {
-                    (B::F(b), StateValue::Float64(v)) => b.append_option(v),
-                    (B::L(b), StateValue::Float64List(v)) => {
-                        b.values().append_slice(&v);
-                        b.append(true);
-                    }
-                    _ => return Err(damaged("field type mismatch".into())),
-                }
-            }
+            })?;
+            states.write_fields(slot, &mut builders);
+            rows.push(states.rows(slot));
+            last.push(states.last_order(slot));
         }
-        for b in builders {
-            columns.push(match b {
-                B::F(mut b) => Arc::new(b.finish()) as ArrayRef,
-                B::L(mut b) => Arc::new(b.finish()),
-            });
-        }
+        columns.extend(builders.finish());
         columns.push(Arc::new(UInt64Array::from(rows)));
         let last: ArrayRef = Arc::new(Int64Array::from(last));
         columns.push(cast(&last, &t.info.order_type)?);

@@ -5,10 +5,11 @@
 //! evaluates them; the [`PartitionEvaluator`] here is the plain, per-query path DataFusion uses
 //! when the operator does not (for example with other window functions in the same window).
 
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -18,7 +19,8 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
 
-use crate::kernels::{ALL_KERNELS, Kernel, KernelDef};
+use crate::exec::batch::{KernelInputs, output_array};
+use crate::kernels::{ALL, BoundKernel, Factory, FoldOutput, KernelDef, LateRows, StateColumn};
 
 const DOC_SECTION: DocSection = DocSection {
     include: true,
@@ -27,33 +29,45 @@ const DOC_SECTION: DocSection = DocSection {
 };
 
 /// One kernel as a window function.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct KernelUdwf {
-    def: &'static KernelDef,
+    factory: &'static Factory,
     signature: Signature,
 }
 
+impl PartialEq for KernelUdwf {
+    fn eq(&self, other: &Self) -> bool {
+        self.factory.def.name == other.factory.def.name
+    }
+}
+
+impl Eq for KernelUdwf {}
+
+impl Hash for KernelUdwf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.factory.def.name.hash(state);
+    }
+}
+
 impl KernelUdwf {
-    pub fn new(def: &'static KernelDef) -> Self {
+    pub fn new(factory: &'static Factory) -> Self {
         Self {
-            def,
+            factory,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 
     pub fn def(&self) -> &'static KernelDef {
-        self.def
+        self.factory.def
     }
 
     /// Binds the literal parameters found among `args` (the call's physical arguments).
-    pub fn kernel(&self, args: &[Arc<dyn PhysicalExpr>]) -> Result<Kernel> {
-        let def = self.def;
+    pub fn kernel(&self, args: &[Arc<dyn PhysicalExpr>]) -> Result<BoundKernel> {
+        let def = self.def();
         let n_inputs = def.inputs.len();
         let mut params = Vec::with_capacity(def.params.len());
-        for (i, name) in def.params.iter().enumerate() {
-            let arg = args.get(n_inputs + i).ok_or_else(|| {
-                DataFusionError::Plan(format!("{}: missing parameter {name}", def.name))
-            })?;
+        for (i, arg) in args.iter().enumerate().skip(n_inputs) {
+            let name = def.params.get(i - n_inputs).map_or("?", |p| p.name);
             let value = arg
                 .downcast_ref::<Literal>()
                 .map(|l| l.value())
@@ -75,7 +89,9 @@ impl KernelUdwf {
                 })?;
             params.push(value);
         }
-        Kernel::new(def.name, &params).map_err(|e| DataFusionError::Plan(e.0))
+        self.factory
+            .bind(&params)
+            .map_err(|e| DataFusionError::Plan(e.0))
     }
 }
 
@@ -88,17 +104,17 @@ fn documentation(def: &'static KernelDef) -> Documentation {
         );
     }
     for param in def.params {
-        b = b.with_argument(*param, "Constant number.");
+        b = b.with_argument(param.name, KernelDef::param_doc(param));
     }
     b.build()
 }
 
 static DOCS: LazyLock<Vec<Documentation>> =
-    LazyLock::new(|| ALL_KERNELS.iter().map(|d| documentation(d)).collect());
+    LazyLock::new(|| ALL.iter().map(|f| documentation(f.def)).collect());
 
 impl WindowUDFImpl for KernelUdwf {
     fn name(&self) -> &str {
-        self.def.name
+        self.def().name
     }
 
     fn signature(&self) -> &Signature {
@@ -106,17 +122,22 @@ impl WindowUDFImpl for KernelUdwf {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        let def = self.def;
-        let want = def.inputs.len() + def.params.len();
-        if arg_types.len() != want {
-            let names: Vec<_> = def.inputs.iter().chain(def.params).copied().collect();
+        let def = self.def();
+        let (fewest, most) = def.arity();
+        if arg_types.len() < fewest || arg_types.len() > most {
+            let want = if fewest == most {
+                fewest.to_string()
+            } else {
+                format!("{fewest} to {most}")
+            };
             return Err(DataFusionError::Plan(format!(
                 "{} takes {want} argument(s) ({}), got {}",
                 def.name,
-                names.join(", "),
+                def.argument_names().join(", "),
                 arg_types.len()
             )));
         }
+        let names = def.argument_names();
         arg_types
             .iter()
             .enumerate()
@@ -124,13 +145,7 @@ impl WindowUDFImpl for KernelUdwf {
                 if t.is_numeric() || t == &DataType::Null {
                     Ok(DataType::Float64)
                 } else {
-                    let name = def
-                        .inputs
-                        .iter()
-                        .chain(def.params)
-                        .nth(i)
-                        .copied()
-                        .unwrap_or("?");
+                    let name = names.get(i).copied().unwrap_or("?");
                     Err(DataFusionError::Plan(format!(
                         "{}: argument {name} must be numeric, got {t}",
                         def.name
@@ -159,9 +174,8 @@ impl WindowUDFImpl for KernelUdwf {
     }
 
     fn documentation(&self) -> Option<&Documentation> {
-        ALL_KERNELS
-            .iter()
-            .position(|d| d.name == self.def.name)
+        ALL.iter()
+            .position(|f| f.def.name == self.def().name)
             .map(|i| &DOCS[i])
     }
 }
@@ -169,38 +183,28 @@ impl WindowUDFImpl for KernelUdwf {
 /// The per-query path: folds one partition (one key) in the order DataFusion sorted it.
 #[derive(Debug)]
 struct KernelEvaluator {
-    kernel: Kernel,
+    kernel: BoundKernel,
 }
 
 impl PartitionEvaluator for KernelEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        let n_inputs = self.kernel.def().inputs.len();
-        let cols: Vec<_> = values[..n_inputs]
-            .iter()
-            .map(|a| a.as_primitive::<Float64Type>())
-            .collect();
-        let mut state = self.kernel.new_state();
-        let mut out = Float64Builder::with_capacity(num_rows);
-        let mut row = [0.0f64; 4];
-        for i in 0..num_rows {
-            if cols.iter().any(|c| c.is_null(i)) {
-                out.append_null();
-                continue;
-            }
-            for (slot, c) in row.iter_mut().zip(&cols) {
-                *slot = c.value(i);
-            }
-            out.append_option(self.kernel.update(&mut state, &row[..n_inputs]));
-        }
-        Ok(Arc::new(out.finish()))
+        let inputs = KernelInputs::new(&values[..self.kernel.def().inputs.len()])?;
+        let slices = inputs.slices();
+        let mut column: Box<dyn StateColumn> = self.kernel.new_column();
+        let mut out = FoldOutput::new(num_rows);
+        column
+            .fold_one_key(&inputs.fold_input(&slices, None, LateRows::Apply), &mut out)
+            .map_err(|_| {
+                DataFusionError::Internal("a fold without ORDER BY values met a late row".into())
+            })?;
+        Ok(output_array(out))
     }
 }
 
 /// Every kernel as a window function.
 pub fn all_window_functions() -> Vec<Arc<WindowUDF>> {
-    ALL_KERNELS
-        .iter()
-        .map(|d| Arc::new(WindowUDF::from(KernelUdwf::new(d))))
+    ALL.iter()
+        .map(|f| Arc::new(WindowUDF::from(KernelUdwf::new(f))))
         .collect()
 }
 

@@ -91,9 +91,16 @@ pub fn register_trades_chunked(
     batch: RecordBatch,
     rows: usize,
 ) -> Result<()> {
+    // Copies, not slices: a slice reports the memory of the whole batch it is cut from, and
+    // memory-limited queries would account for it.
     let chunks: Vec<RecordBatch> = (0..batch.num_rows())
         .step_by(rows)
-        .map(|i| batch.slice(i, rows.min(batch.num_rows() - i)))
+        .map(|i| {
+            let n = rows.min(batch.num_rows() - i);
+            let picked =
+                datafusion::arrow::array::UInt32Array::from_iter_values(i as u32..(i + n) as u32);
+            datafusion::arrow::compute::take_record_batch(&batch, &picked).unwrap()
+        })
         .collect();
     let chunks = if chunks.is_empty() {
         vec![batch.clone()]

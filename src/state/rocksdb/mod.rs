@@ -53,7 +53,7 @@ use super::codec::KeyColumn;
 use super::memory::now_micros;
 use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 use crate::config::FintechConfig;
-use crate::kernels::Reader;
+use crate::kernels::fields::{ByteReader as Reader, FieldSource};
 use log::{CommitLog, LOG, LOG_FAMILY};
 use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records, Span};
 
@@ -586,6 +586,7 @@ impl StateMeta {
                 key_columns,
                 order_type,
                 encoding_version,
+                reads_from: encoding_version,
             },
         })
     }
@@ -1054,12 +1055,27 @@ impl RocksStore {
         let mut out = HashMap::default();
         for info in states {
             let meta = match self.state_meta(pipeline, &info.state_id)? {
-                Some(meta) => {
+                Some(mut meta) => {
                     if let Some(why) = meta.info.mismatch(info) {
                         return Err(DataFusionError::Execution(format!(
                             "pipeline '{pipeline}' in {}: {why}",
                             self.path.display()
                         )));
+                    }
+                    if meta.info.encoding_version < info.encoding_version {
+                        // Records of the newer encoding are written from now on, and this
+                        // build reads both: the state records the newer version.
+                        let key = state_key(pipeline, &info.state_id);
+                        if let Some(attempt) = undo {
+                            let p = w.pending.entry(attempt).or_default();
+                            let mut before = vec![1u8];
+                            before.extend_from_slice(&meta.encode());
+                            batch.put(undo_key(attempt, &key, p.seq), before);
+                            p.seq += 1;
+                        }
+                        meta.info.encoding_version = info.encoding_version;
+                        meta.info.reads_from = info.encoding_version;
+                        batch.put(&key, meta.encode());
                     }
                     meta
                 }
@@ -2014,6 +2030,7 @@ mod tests {
                 Some("UTC".into()),
             ),
             encoding_version: version,
+            reads_from: version,
         }
     }
 
@@ -2095,6 +2112,7 @@ mod tests {
                     tag: Some("t1".into()),
                     states: vec![info(1)],
                     puts: vec![put("x", 1, false)],
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -2183,6 +2201,7 @@ mod tests {
                     tag: Some("t2".into()),
                     states: vec![info(1), other],
                     puts: vec![put("x", 6, true)],
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -2218,12 +2237,13 @@ mod tests {
                     tag: None,
                     states: vec![info(2)],
                     puts: vec![put("x", 7, true)],
+                    ..Default::default()
                 },
             )
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("encoding version 1 but this build writes version 2"),
+            err.contains("encoding version 1, older than this build reads"),
             "{err}"
         );
         assert_eq!(
@@ -2538,6 +2558,7 @@ mod tests {
             tag: None,
             states: vec![info(1)],
             puts,
+            ..Default::default()
         };
         store.commit("p", attempt, commit).unwrap();
     }
