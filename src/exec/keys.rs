@@ -47,6 +47,57 @@ pub struct KeyIndex {
     null_slot: Option<u32>,
     /// Per slot, the key as an integer (the `Int` kind only; NULL's entry unused).
     ints: Vec<i64>,
+    /// For the `Int` kind while the keys span a small range: the slot of each value of the
+    /// range, found with one load instead of a hash probe.
+    dense: Option<Dense>,
+}
+
+/// Slots of the integers `base..base + slots.len()`: slot + 1, or 0 for none yet.
+#[derive(Debug, Default)]
+struct Dense {
+    base: i64,
+    slots: Vec<u32>,
+}
+
+/// Widest range of integer keys kept dense: 4 MiB of slots.
+const DENSE_RANGE: u64 = 1 << 20;
+
+impl Dense {
+    #[inline(always)]
+    fn get(&self, v: i64) -> Option<u32> {
+        let at = v.wrapping_sub(self.base) as u64 as usize;
+        self.slots.get(at).filter(|&&s| s != 0).map(|&s| s - 1)
+    }
+
+    /// Records `v`'s slot, widening the range; false when the range would pass
+    /// [`DENSE_RANGE`] (the caller then drops the dense index).
+    fn set(&mut self, v: i64, slot: u32) -> bool {
+        if self.slots.is_empty() {
+            self.base = v;
+        }
+        let (lo, hi) = (
+            self.base.min(v),
+            self.base
+                .max(v)
+                .max(self.base + self.slots.len() as i64 - 1),
+        );
+        let width = (hi as i128 - lo as i128 + 1) as u64;
+        if width > DENSE_RANGE {
+            return false;
+        }
+        if lo < self.base {
+            let mut wider = vec![0; (self.base - lo) as usize];
+            wider.extend_from_slice(&self.slots);
+            self.slots = wider;
+            self.base = lo;
+        }
+        let at = (v - self.base) as usize;
+        if at >= self.slots.len() {
+            self.slots.resize(at + 1, 0);
+        }
+        self.slots[at] = slot + 1;
+        true
+    }
 }
 
 /// What an `assign` call found: the first slot it created (slots after it are new).
@@ -62,12 +113,14 @@ impl KeyIndex {
             [KeyType::Utf8] => KeyKind::Str,
             _ => KeyKind::Encoded(types.to_vec()),
         };
+        let dense = matches!(kind, KeyKind::Int(_)).then(Dense::default);
         Self {
             kind,
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             null_slot: None,
             ints: Vec::new(),
+            dense,
         }
     }
 
@@ -76,6 +129,9 @@ impl KeyIndex {
         self.table.clear();
         self.null_slot = None;
         self.ints.clear();
+        if matches!(self.kind, KeyKind::Int(_)) {
+            self.dense = Some(Dense::default());
+        }
     }
 
     /// Rebuilds the index over `keys`, slot by slot (after slots were dropped).
@@ -96,6 +152,9 @@ impl KeyIndex {
                 KeyKind::Int(t) => {
                     let v = decode_int(*t, key);
                     self.ints.push(v);
+                    if self.dense.as_mut().is_some_and(|d| !d.set(v, s as u32)) {
+                        self.dense = None;
+                    }
                     self.hasher.hash_one(v)
                 }
                 KeyKind::Str => self.hasher.hash_one(&key[5..]),
@@ -286,11 +345,16 @@ impl KeyIndex {
                 slots.push(s);
                 continue;
             }
+            if let Some(s) = self.dense.as_ref().and_then(|d| d.get(v)) {
+                slots.push(s);
+                continue;
+            }
             let hash = self.hasher.hash_one(v);
             let Self {
                 table,
                 hasher,
                 ints,
+                dense,
                 ..
             } = self;
             let s = match table.find(hash, |&s| ints[s as usize] == v) {
@@ -304,6 +368,9 @@ impl KeyIndex {
                     s
                 }
             };
+            if dense.as_mut().is_some_and(|d| !d.set(v, s)) {
+                *dense = None;
+            }
             slots.push(s);
         }
         Ok(())
@@ -394,7 +461,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use datafusion::arrow::array::{Int32Array, StringArray, StringViewArray};
+    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::Int32Type;
 
     fn assign(index: &mut KeyIndex, keys: &mut EncodedKeys, col: ArrayRef) -> (Vec<u32>, usize) {
@@ -410,6 +477,17 @@ mod tests {
         let strings: Vec<Option<&str>> = vec![Some("b"), Some("a"), None, Some("b"), Some("")];
         let dict: DictionaryArray<Int32Type> = strings.clone().into_iter().collect();
         let cases: Vec<(KeyType, ArrayRef)> = vec![
+            // A range too wide to keep dense: the hash table takes over.
+            (
+                KeyType::Int64,
+                Arc::new(Int64Array::from(vec![
+                    Some(-5),
+                    Some(1 << 40),
+                    None,
+                    Some(-5),
+                    Some(7),
+                ])),
+            ),
             (KeyType::Utf8, Arc::new(StringArray::from(strings.clone()))),
             (
                 KeyType::Utf8,

@@ -89,6 +89,11 @@ pub trait Kernel: Clone + Debug + Send + Sync + Sized + 'static {
         )))
     }
 
+    /// Fetches into the cache what `update` will touch of `state` besides the state itself
+    /// (a rolling window's next slot), with [`super::fold::prefetch`]; a hint only.
+    #[inline(always)]
+    fn prefetch(&self, _state: &Self::State) {}
+
     /// Heap memory the state holds, for working-set accounting.
     fn heap_size(_state: &Self::State) -> usize {
         0

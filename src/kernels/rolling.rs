@@ -119,6 +119,17 @@ impl Window {
         a.iter().chain(b).copied()
     }
 
+    /// Where the next value goes.
+    #[inline(always)]
+    fn next_slot(&self) -> *const f64 {
+        let at = if self.is_full() {
+            self.head
+        } else {
+            self.buf.len()
+        };
+        self.buf.as_ptr().wrapping_add(at)
+    }
+
     fn newest_finite(&self) -> Option<f64> {
         let [a, b] = self.parts();
         b.iter()
@@ -284,13 +295,19 @@ impl RollingState {
         } else if self.neg_inf > 0 {
             f64::NEG_INFINITY
         } else {
-            // k + (s + c)/n, with the quotient and the addition carried in double-double
-            // (the remainder of s/n is exact by FMA), rounded once at the end: the mean of
-            // (3, 5, 9) is 17/3 rounded, not 9 - 10/3 rounded twice.
+            // k + (s + c)/n, with the quotient and the addition carried in double-double,
+            // rounded once at the end: the mean of (3, 5, 9) is 17/3 rounded, not 9 - 10/3
+            // rounded twice. The remainder of s/n is exact without FMA (which a baseline
+            // x86-64 build does not have): q is split into halves of 26 bits, whose products
+            // with n (at most 17 bits) are exact, and subtracting them from s, which they
+            // nearly equal, rounds nothing.
             let n = self.window.n as f64;
             let (s, c) = (self.sum.s, self.sum.c);
             let q = s / n;
-            let low = ((-q).mul_add(n, s) + c) / n;
+            let split = q * 134_217_729.0; // 2^27 + 1
+            let q_hi = split - (split - q);
+            let q_lo = q - q_hi;
+            let low = ((s - q_hi * n) - q_lo * n + c) / n;
             let m = self.shift + q;
             let bp = m - self.shift;
             let err = (self.shift - (m - bp)) + (q - bp);
@@ -454,6 +471,11 @@ impl Kernel for RollingMean {
         RollingState::read_v1::<false>(self.n, src)
     }
 
+    #[inline(always)]
+    fn prefetch(&self, s: &RollingState) {
+        super::fold::prefetch(s.window.next_slot());
+    }
+
     fn heap_size(s: &RollingState) -> usize {
         s.window.heap_size()
     }
@@ -524,6 +546,11 @@ impl Kernel for RollingStd {
         RollingState::read_v1::<true>(self.n, src)
     }
 
+    #[inline(always)]
+    fn prefetch(&self, s: &RollingState) {
+        super::fold::prefetch(s.window.next_slot());
+    }
+
     fn heap_size(s: &RollingState) -> usize {
         s.window.heap_size()
     }
@@ -546,7 +573,7 @@ mod tests {
     }
 
     fn std_of(n: usize, xs: &[f64]) -> Vec<Option<f64>> {
-        let k = RollingStd { n };
+        let k = RollingStd::bind(&[n as f64]).unwrap();
         let mut s = k.new_state();
         xs.iter().map(|x| k.update(&mut s, *x)).collect()
     }
@@ -652,7 +679,7 @@ mod tests {
             })
             .collect();
         for n in [100usize, 1000] {
-            let (km, ks) = (RollingMean { n }, RollingStd { n });
+            let (km, ks) = (RollingMean { n }, RollingStd::bind(&[n as f64]).unwrap());
             let (mut sm, mut ss) = (km.new_state(), ks.new_state());
             let (mut worst_mean, mut worst_std) = (0.0f64, 0.0f64);
             for (i, &x) in xs.iter().enumerate() {
@@ -782,7 +809,7 @@ mod tests {
     #[test]
     fn a_reloaded_state_continues_bit_for_bit() {
         let xs: Vec<f64> = (0..500).map(|i| 100.0 + (i as f64 * 0.37).sin()).collect();
-        let k = RollingStd { n: 9 };
+        let k = RollingStd::bind(&[9.0]).unwrap();
         let mut a = k.new_state();
         for (i, x) in xs.iter().enumerate() {
             let mut bytes = Vec::new();
@@ -803,7 +830,7 @@ mod tests {
             .collect();
         let mut v1 = Vec::new();
         Bytes(&mut v1).list_f64(&[&xs[12..20]]);
-        let k = RollingStd { n: 8 };
+        let k = RollingStd::bind(&[8.0]).unwrap();
         let mut s = k.read_legacy(1, &mut ByteReader::new(&v1)).unwrap();
         let want = std_of(8, &xs);
         for (i, x) in xs.iter().enumerate().skip(20) {
