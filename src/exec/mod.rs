@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod commit;
+pub mod folder;
 pub mod input_order;
 pub mod keys;
 pub mod operator;

@@ -12,24 +12,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{
-    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryReservation,
-};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryLimit};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionMapping;
 use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::windows::{WindowAggExec, WindowExpr};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -37,15 +31,12 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
-use super::batch::{KernelInputs, output_array};
 use super::commit::{KeptSets, QueryRun};
+use super::folder::{Folder, OperatorMetrics};
 use super::working_set::WorkingSet;
 use crate::config::FintechConfig;
-use crate::kernels::{BoundKernel, FoldOutput, LateRow, LateRows};
-use crate::state::{KeyType, Put, StateInfo, StoreRegistry};
-
-/// Encoded bytes an eviction stages per store call.
-const EVICTION_CHUNK_BYTES: usize = 4 << 20;
+use crate::kernels::BoundKernel;
+use crate::state::{KeyType, StateInfo, StoreRegistry};
 
 /// One kernel call of the window clause.
 #[derive(Debug, Clone)]
@@ -319,6 +310,7 @@ impl ExecutionPlan for KeyedStateExec {
         } else {
             Arc::clone(&context)
         };
+        // Its own task reads (decodes) the input while this one folds.
         let input = self.input.execute(partition, input_context)?;
         let metrics = OperatorMetrics {
             keys_loaded: MetricBuilder::new(&self.metrics).counter("keys_loaded", partition),
@@ -366,7 +358,6 @@ impl ExecutionPlan for KeyedStateExec {
                     .map(|c| set.column(c).growth_per_row())
                     .sum(),
                 set,
-                slots: Vec::new(),
                 run,
                 metrics,
             },
@@ -429,365 +420,6 @@ fn key_order_properties(
         input.output_partitioning().clone(),
         EmissionType::Incremental,
         input.boundedness(),
-    ))
-}
-
-struct OperatorMetrics {
-    keys_loaded: Count,
-    keys_stored: Count,
-    bytes_loaded: Count,
-    bytes_stored: Count,
-    late_rows: Count,
-    evictions: Count,
-    /// Keys the partition started with, kept in memory from the pipeline's last query.
-    keys_kept: Count,
-    /// Reading states from the store.
-    load_time: Time,
-    /// Staging evicted states.
-    stage_time: Time,
-    /// Encoding the final states and, in the last partition, the store's commit.
-    commit_time: Time,
-    fold_time: Time,
-}
-
-/// The per-partition state of the operator.
-struct Folder {
-    partition: usize,
-    /// Working-set budget of this partition when the store stages; `None`: unbounded.
-    budget: Option<usize>,
-    /// The working set's memory, reserved from the query's pool.
-    reservation: MemoryReservation,
-    /// The input's last column is the position column of a key-order fold, left out of the
-    /// output.
-    by_key: bool,
-    calls: Vec<KernelCall>,
-    partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    order_by: Arc<dyn PhysicalExpr>,
-    late_rows: LateRows,
-    /// Estimated memory of a key's index entry and slot, besides the key and the states' heap.
-    slot_size_hint: usize,
-    /// Upper bound of how much one row grows its key's states.
-    growth_per_row: usize,
-    /// The keys seen and their states.
-    set: WorkingSet,
-    /// The slot of every row of the batch being folded.
-    slots: Vec<u32>,
-    run: Arc<QueryRun>,
-    metrics: OperatorMetrics,
-}
-
-fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
-    expr.evaluate(batch)?.into_array(batch.num_rows())
-}
-
-impl Folder {
-    fn process(&mut self, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-        let n = batch.num_rows();
-        let key_arrays: Vec<ArrayRef> = self
-            .partition_by
-            .iter()
-            .map(|e| evaluate(e, batch))
-            .collect::<Result<_>>()?;
-        let first_new = self.set.assign(&key_arrays, n, &mut self.slots)?;
-        if first_new < self.set.len() {
-            let new_keys: usize = (first_new..self.set.len())
-                .map(|s| self.set.key(s).len())
-                .sum();
-            self.set.bytes += new_keys + (self.set.len() - first_new) * self.slot_size_hint;
-            self.load(first_new)?;
-        }
-
-        let order = evaluate(&self.order_by, batch)?;
-        let order = if order.data_type() == &DataType::Int64 {
-            order
-        } else {
-            cast(&order, &DataType::Int64)?
-        };
-        let order = order.as_primitive::<Int64Type>();
-        if order.null_count() > 0 {
-            return Err(DataFusionError::Execution(format!(
-                "NULL in the ORDER BY column {} of a fintech kernel: every row needs an \
-                 ORDER BY value to be placed in its key's sequence",
-                self.order_by
-            )));
-        }
-        let order = order.values();
-
-        let _timer = self.metrics.fold_time.timer();
-        let mut columns = batch.columns().to_vec();
-        if self.by_key {
-            columns.pop();
-        }
-        let mut late = 0;
-        for (c, call) in self.calls.iter().enumerate() {
-            let args: Vec<ArrayRef> = call
-                .inputs
-                .iter()
-                .map(|e| evaluate(e, batch))
-                .collect::<Result<_>>()?;
-            let inputs = KernelInputs::new(&args)?;
-            let slices = inputs.slices();
-            let input = inputs.fold_input(&slices, Some(order), self.late_rows);
-            let mut out = FoldOutput::new(n);
-            let (_, states, dirty) = self.set.parts_mut();
-            states[c]
-                .fold(&input, &self.slots, dirty, &mut out)
-                .map_err(|e| late_row_error(&call.info.state_id, e))?;
-            late += out.late;
-            columns.push(output_array(out));
-        }
-        self.metrics.late_rows.add(late);
-        self.set.bytes += n * self.growth_per_row;
-        drop(_timer);
-        if self.budget.is_some_and(|b| self.set.bytes > b) {
-            self.evict()?;
-        }
-        self.reserve()?;
-        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-    }
-
-    /// Resizes the reservation to what the working set holds. When the pool refuses, a disk
-    /// backend stages the working set; the memory backend, which keeps everything, fails.
-    fn reserve(&mut self) -> Result<()> {
-        let Err(e) = self.reservation.try_resize(self.set.bytes) else {
-            return Ok(());
-        };
-        if self.budget.is_none() {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{e}; the fintech kernels hold every key's state of a query in memory with \
-                 the memory backend: raise datafusion.runtime.memory_limit, or use a disk \
-                 backend (fintech.state_backend = 'rocksdb'), which stages state beyond the \
-                 limit"
-            )));
-        }
-        self.evict()?;
-        self.reservation.try_resize(self.set.bytes)?;
-        Ok(())
-    }
-
-    /// Stages every dirty state in the store and forgets all cached keys; a key seen again
-    /// is loaded again (the store returns what was staged).
-    fn evict(&mut self) -> Result<()> {
-        let stage_time = self.metrics.stage_time.clone();
-        let _timer = stage_time.timer();
-        // In chunks: what an eviction holds in flight stays small next to the working set.
-        let run = Arc::clone(&self.run);
-        self.dirty_puts(EVICTION_CHUNK_BYTES, &mut |puts| run.stage(puts))?;
-        self.metrics.evictions.add(1);
-        self.set.clear();
-        Ok(())
-    }
-
-    /// Gives the slots from `first_new` on (keys first seen in this batch) their states: from
-    /// the pipeline's store, in one call per kernel, or new.
-    fn load(&mut self, first_new: usize) -> Result<()> {
-        let load_time = self.metrics.load_time.clone();
-        let _timer = load_time.timer();
-        self.set.push_states();
-        if let Some(p) = &self.run.pipeline {
-            let (keys, states, _) = self.set.parts_mut();
-            let key_refs: Vec<&[u8]> = (first_new..keys.len()).map(|s| keys.row(s)).collect();
-            for (c, call) in self.calls.iter().enumerate() {
-                let id = &call.info.state_id;
-                let column = &mut states[c];
-                if p.store.keeps_decoded() {
-                    let found =
-                        p.store
-                            .load_decoded(&p.name, id, &key_refs, column.as_mut(), first_new)?;
-                    self.metrics.keys_loaded.add(found);
-                    continue;
-                }
-                let (mut found, mut bytes) = (0, 0);
-                p.store.load(&p.name, id, &key_refs, &mut |j, record| {
-                    column
-                        .set_record(first_new + j, record)
-                        .map_err(|e| damaged(id, &e.0))?;
-                    found += 1;
-                    bytes += record.len();
-                    Ok(())
-                })?;
-                self.metrics.keys_loaded.add(found);
-                self.metrics.bytes_loaded.add(bytes);
-            }
-        }
-        let heap: usize = (0..self.calls.len())
-            .map(|c| {
-                let column = self.set.column(c);
-                (first_new..self.set.len())
-                    .map(|s| column.heap_size(s))
-                    .sum::<usize>()
-            })
-            .sum();
-        self.set.bytes += heap;
-        Ok(())
-    }
-
-    /// The dirty states of every key held, encoded as puts, handed to `sink` in chunks of
-    /// about `chunk_bytes`, in slot order. The keys stay dirty.
-    fn dirty_puts(
-        &mut self,
-        chunk_bytes: usize,
-        sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
-    ) -> Result<()> {
-        if self.run.pipeline.is_none() {
-            return Ok(());
-        }
-        // Sized once: with a million keys, growing the vectors copied them over and over.
-        let most = self.set.len() * self.calls.len();
-        let capacity = if chunk_bytes == usize::MAX {
-            most
-        } else {
-            most.min(chunk_bytes / 64)
-        };
-        let mut puts = Puts::new(&self.calls, capacity);
-        for s in 0..self.set.len() {
-            if self.set.is_dirty(s) {
-                puts.add(&mut self.set, s);
-                puts.flush(chunk_bytes, sink)?;
-            }
-        }
-        puts.flush(0, sink)?;
-        self.metrics.keys_stored.add(puts.keys);
-        self.metrics.bytes_stored.add(puts.bytes);
-        Ok(())
-    }
-
-    /// Hands the dirty states to the run, which commits when every partition is done, and,
-    /// when the run keeps working sets, the keys this partition updated: the working set the
-    /// pipeline's next query starts from. Keys only read are left out, as a later query may
-    /// send them to another partition, which would update them.
-    fn finish(&mut self) -> Result<()> {
-        // The final updates go into the commit itself, all at once.
-        let commit_time = self.metrics.commit_time.clone();
-        let _timer = commit_time.timer();
-        let mut puts = Vec::new();
-        let mut kept = None;
-        let kernels: Vec<BoundKernel> = self.calls.iter().map(|c| Arc::clone(&c.kernel)).collect();
-        let empty = || WorkingSet::new(&[], &kernels);
-        if self.run.commits() && self.run.keeps_decoded() {
-            // The states go to the store as they are, without being encoded.
-            let set = std::mem::replace(&mut self.set, empty());
-            let ids: Vec<Arc<str>> = self
-                .calls
-                .iter()
-                .map(|c| Arc::from(c.info.state_id.as_str()))
-                .collect();
-            let decoded = set.into_decoded(&ids);
-            let stored: usize = decoded
-                .iter()
-                .map(|d| {
-                    d.slots
-                        .iter()
-                        .filter(|&&s| d.column.rows(s as usize) > 0)
-                        .count()
-                })
-                .sum();
-            self.metrics.keys_stored.add(stored);
-            return self
-                .run
-                .finish_partition(self.partition, puts, decoded, None);
-        }
-        if self.run.commits() {
-            self.dirty_puts(usize::MAX, &mut |chunk| {
-                if puts.is_empty() {
-                    puts = chunk;
-                } else {
-                    puts.extend(chunk);
-                }
-                Ok(())
-            })?;
-            if self.run.keeps_working_sets() {
-                let total = self.set.len().max(1);
-                self.set.retain_dirty();
-                self.set.bytes = self.set.bytes / total * self.set.len();
-                kept = Some(std::mem::replace(&mut self.set, empty()));
-            }
-        }
-        self.run
-            .finish_partition(self.partition, puts, Vec::new(), kept)
-    }
-}
-
-/// Puts being encoded by `Folder::dirty_puts`, handed on in chunks.
-struct Puts {
-    /// The state id of each kernel call.
-    ids: Vec<Arc<str>>,
-    /// Puts a chunk has room for.
-    capacity: usize,
-    puts: Vec<Put>,
-    /// Key and record bytes of the chunk being built.
-    chunk: usize,
-    /// Puts and their bytes handed on so far.
-    keys: usize,
-    bytes: usize,
-}
-
-impl Puts {
-    fn new(calls: &[KernelCall], capacity: usize) -> Self {
-        Self {
-            ids: calls
-                .iter()
-                .map(|c| Arc::from(c.info.state_id.as_str()))
-                .collect(),
-            capacity,
-            puts: Vec::with_capacity(capacity),
-            chunk: 0,
-            keys: 0,
-            bytes: 0,
-        }
-    }
-
-    /// Encodes the updated states of `slot`.
-    fn add(&mut self, set: &mut WorkingSet, slot: usize) {
-        let (keys, states, _) = set.parts_mut();
-        let key = keys.row(slot);
-        for (column, id) in states.iter_mut().zip(&self.ids) {
-            if column.rows(slot) == 0 {
-                continue;
-            }
-            let replaces = column.stored_len(slot);
-            let mut record = Vec::with_capacity(32);
-            column.encode(slot, &mut record);
-            self.chunk += key.len() + record.len();
-            self.puts.push(Put {
-                state_id: Arc::clone(id),
-                key: key.to_vec(),
-                record,
-                replaces,
-            });
-        }
-    }
-
-    /// Hands the chunk to `sink` once it holds `chunk_bytes` (0: whatever it holds).
-    fn flush(
-        &mut self,
-        chunk_bytes: usize,
-        sink: &mut dyn FnMut(Vec<Put>) -> Result<()>,
-    ) -> Result<()> {
-        if self.puts.is_empty() || self.chunk < chunk_bytes {
-            return Ok(());
-        }
-        self.keys += self.puts.len();
-        self.bytes += self.chunk;
-        self.chunk = 0;
-        sink(std::mem::replace(
-            &mut self.puts,
-            Vec::with_capacity(self.capacity),
-        ))
-    }
-}
-
-fn late_row_error(state_id: &str, late: LateRow) -> DataFusionError {
-    let LateRow { order, last } = late;
-    DataFusionError::Execution(format!(
-        "late row for state {state_id}: ORDER BY value {order} is older than the key's last \
-         applied value {last} (fintech.late_rows = 'error'; use 'skip' or 'apply' to accept it)"
-    ))
-}
-
-fn damaged(state_id: &str, why: &str) -> DataFusionError {
-    DataFusionError::Execution(format!(
-        "stored state of {state_id} cannot be decoded ({why}); the store is left as it is"
     ))
 }
 
