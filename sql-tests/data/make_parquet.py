@@ -3,7 +3,9 @@
 
 ticks_ordered.parquet: 2,000 ts-ordered ticks over 10 symbols in 4 row groups, so that
 DataFusion can split the file into byte ranges. ticks_parts/: the same ticks as two files,
-the first 1,000 and the last 1,000.
+the first 1,000 and the last 1,000. ticks_interleaved/: the same ticks as two files whose ts
+ranges overlap, symbols S0-S4 and S5-S9 (a key's rows in one file, so that how a merge orders
+equal timestamps of the two files changes no result).
 """
 import os
 import random
@@ -27,3 +29,8 @@ pq.write_table(table, "ticks_ordered.parquet", row_group_size=500)
 os.makedirs("ticks_parts", exist_ok=True)
 pq.write_table(table.slice(0, 1_000), "ticks_parts/part-0.parquet", row_group_size=500)
 pq.write_table(table.slice(1_000), "ticks_parts/part-1.parquet", row_group_size=500)
+os.makedirs("ticks_interleaved", exist_ok=True)
+low = pa.array([i for i, s in enumerate(rows["symbol"]) if s < "S5"])
+high = pa.array([i for i, s in enumerate(rows["symbol"]) if s >= "S5"])
+pq.write_table(table.take(low), "ticks_interleaved/part-0.parquet", row_group_size=500)
+pq.write_table(table.take(high), "ticks_interleaved/part-1.parquet", row_group_size=500)

@@ -7,6 +7,7 @@ pub mod folder;
 pub mod input_order;
 pub mod keys;
 pub mod operator;
+pub mod ordered_concat;
 pub mod rule;
 pub mod sequence;
 pub mod working_set;
