@@ -6,6 +6,19 @@
 //! settings (128 MiB working set, 128 MiB block cache, 64 MiB write buffers). Change with
 //! FINTECH_BENCH_KEYS, FINTECH_BENCH_ROWS_PER_KEY, FINTECH_BENCH_RUN (rows per key per run
 //! of consecutive rows) and FINTECH_BENCH_DIR (where the state goes; default a temp dir).
+//!
+//! With FINTECH_BENCH_PARQUET=1 the same rows are first written to a Parquet file under
+//! `benches/data/` (kept for the next run), which the query then reads as an external table
+//! `WITH ORDER (ts ASC)`: a bounded input, for which `fintech.fold_order = 'auto'` may sort
+//! by key first (the plan's fold order is printed). FINTECH_BENCH_FOLD_ORDER sets
+//! `fintech.fold_order` (default: the setting's default).
+//!
+//! The larger-than-memory case of the README, keys interleaved in time and keys adjacent:
+//!
+//!     FINTECH_BENCH_PARQUET=1 FINTECH_BENCH_KEYS=1000000 FINTECH_BENCH_RUN=1 \
+//!         cargo bench --bench rocksdb_state
+//!     FINTECH_BENCH_PARQUET=1 FINTECH_BENCH_KEYS=1000000 FINTECH_BENCH_RUN=100 \
+//!         cargo bench --bench rocksdb_state
 
 use std::pin::Pin;
 mod common;
@@ -99,6 +112,39 @@ impl PartitionStream for Generator {
     }
 }
 
+/// Writes the generator's rows to `path` (snappy, row groups of 1Mi rows), unless it exists.
+async fn write_parquet(generator: &Generator, path: &std::path::Path) {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::properties::WriterProperties;
+
+    if path.exists() {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let partial = path.with_extension("partial");
+    let file = std::fs::File::create(&partial).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, Arc::clone(&generator.schema), Some(props)).unwrap();
+    let ctx = SessionContext::new();
+    let mut stream = generator.execute(ctx.task_ctx());
+    let start = Instant::now();
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+    std::fs::rename(&partial, path).unwrap();
+    println!(
+        "wrote {} in {:.1} s",
+        path.display(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn dir_size(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
         .map(|d| {
@@ -129,12 +175,31 @@ async fn main() {
         rows_per_key,
         run,
     });
-    let table = StreamingTable::try_new(Arc::clone(&schema), vec![generator])
-        .unwrap()
-        .with_sort_order(vec![SortExpr::new(col("ts"), true, false)]);
     let ctx = SessionContext::new_with_config(SessionConfig::new());
     datafusion_fintech::register_all(&ctx).unwrap();
-    ctx.register_table("ticks", Arc::new(table)).unwrap();
+    let parquet = std::env::var("FINTECH_BENCH_PARQUET").is_ok_and(|v| v == "1");
+    let source = if parquet {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "benches/data/state_{keys}x{rows_per_key}_run{run}.parquet"
+        ));
+        write_parquet(&generator, &path).await;
+        let create = format!(
+            "CREATE EXTERNAL TABLE ticks STORED AS PARQUET LOCATION '{}' WITH ORDER (ts ASC)",
+            path.display()
+        );
+        ctx.sql(&create).await.unwrap().collect().await.unwrap();
+        "one Parquet file WITH ORDER (ts)"
+    } else {
+        let table = StreamingTable::try_new(Arc::clone(&schema), vec![generator])
+            .unwrap()
+            .with_sort_order(vec![SortExpr::new(col("ts"), true, false)]);
+        ctx.register_table("ticks", Arc::new(table)).unwrap();
+        "a generated stream in ts order"
+    };
+    if let Ok(order) = std::env::var("FINTECH_BENCH_FOLD_ORDER") {
+        let set = format!("SET fintech.fold_order = '{order}'");
+        ctx.sql(&set).await.unwrap().collect().await.unwrap();
+    }
     for s in [
         "SET fintech.state_backend = 'rocksdb'".to_string(),
         format!("SET fintech.state_path = '{}'", dir.display()),
@@ -147,12 +212,29 @@ async fn main() {
         ctx.sql(&s).await.unwrap().collect().await.unwrap();
     }
     let rows = keys * rows_per_key;
+    let query = "SELECT rolling_mean(x, 100) OVER (PARTITION BY key ORDER BY ts) FROM ticks";
+    let plan = ctx
+        .sql(&format!("EXPLAIN {query}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    let fold_order = if plan.contains("FintechSequenceExec") {
+        "key (sorted by key, ts, position)"
+    } else {
+        "time (input order)"
+    };
     println!(
-        "workload: {keys} keys x {rows_per_key} rows (runs of {run}) = {rows} rows, rolling_mean(x, 100), default settings"
+        "workload: {keys} keys x {rows_per_key} rows (runs of {run}) = {rows} rows from {source}, \
+         rolling_mean(x, 100), RocksDB; fold order: {fold_order}"
     );
     let start = Instant::now();
     let mut stream = ctx
-        .sql("SELECT rolling_mean(x, 100) OVER (PARTITION BY key ORDER BY ts) FROM ticks")
+        .sql(query)
         .await
         .unwrap()
         .execute_stream()

@@ -80,8 +80,9 @@ def polars_time(path, work):
     import polars as pl
 
     if work == "all six":
-        exprs = [polars_expr(w).alias(f"e{i}") for i, w in enumerate(ALL_SIX) if w != "log_return"]
-        exprs.append((pl.col("price") / pl.col("price").shift(1).over("symbol")).log().alias("e5"))
+        log_return = (pl.col("price") / pl.col("price").shift(1).over("symbol")).log()
+        exprs = [(log_return if w == "log_return" else polars_expr(w)).alias(f"e{i}")
+                 for i, w in enumerate(ALL_SIX)]
         agg = [pl.len()] + [pl.col(e.meta.output_name()).sum() for e in exprs]
     else:
         exprs = [polars_expr(work).alias("e")]

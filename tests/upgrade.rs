@@ -218,11 +218,12 @@ async fn a_directory_written_by_an_older_build_continues() {
             "{state}: {versions:?}"
         );
     }
-    // The state table reads the re-encoded records with their new fields.
+    // The state table reads the re-encoded records with their new fields (the sums are
+    // recomputed at least every 1,024 rows).
     let fields = table_text(
         &sql(
             &ctx,
-            "SELECT symbol, rows_since_recompute < 5 AS recent, sum_sq >= 0 AS squares,
+            "SELECT symbol, rows_since_recompute < 1024 AS recent, sum_sq >= 0 AS squares,
                     rows_applied > 100 AS many
              FROM fintech_state('fixture', 'rolling_std(price,5)@symbol') WHERE symbol = 'S03'",
         )

@@ -10,9 +10,13 @@
 //! window's mean, `S2 − S1²/n` does not cancel, and the result is within a few ulps of the
 //! exact value.
 //!
-//! Every `n` values the sums are recomputed from the window alone, oldest value first, with
-//! `k` set to the window's mean (the mean kernel: its newest value): the shift follows the
-//! data, and no error can build up over a series of any length. They are recomputed sooner
+//! When the window fills, and then every `max(n, 1024)` values, the sums are recomputed from
+//! the window alone, oldest value first, with `k` set to the window's mean (the mean kernel:
+//! its newest value): the shift
+//! follows the data, and no error can build up over a series of any length (the compensation
+//! terms keep the sums' rounding errors to far below an ulp over a thousand rows, so the
+//! recomputation is a bound, not what the accuracy rests on; for small windows its two passes
+//! over the window every `n` rows cost a fifth of the update). They are recomputed sooner
 //! when the shift has drifted so far from the window (after a jump to another level) that the
 //! result would lose more than about a thousand ulps: `S2` more than 1024 times the spread
 //! `S2 − S1²/n`, or, for the mean, `|k|` more than 1024 times the mean and the newest value.
@@ -31,6 +35,9 @@ use super::{Kernel, KernelError, KernelResult};
 
 /// Largest accepted window: keeps one key's state under a megabyte.
 pub const MAX_WINDOW: usize = 100_000;
+
+/// Fewest values between two recomputations of the sums from the window.
+const RECOMPUTE_EVERY: u64 = 1024;
 
 /// How much precision the sums may lose before they are recomputed: a relative error of about
 /// this many ulps. The variance loses `S2 / M2` ulps (squares about a shift away from the
@@ -214,7 +221,8 @@ impl RollingState {
         }
     }
 
-    /// Adds `x` to the window and the sums; every `n` values, recomputes the sums.
+    /// Adds `x` to the window and the sums; when the window fills and every `max(n, 1024)`
+    /// values, recomputes the sums.
     #[inline(always)]
     fn push<const SQ: bool>(&mut self, x: f64) {
         if self.window.is_empty() && x.is_finite() {
@@ -242,7 +250,9 @@ impl RollingState {
             }
         }
         self.since += 1;
-        if self.since >= self.window.n as u64 {
+        // The window just filled: its sums were taken about its first value.
+        let filled = old.is_none() && self.window.is_full();
+        if filled || self.since >= (self.window.n as u64).max(RECOMPUTE_EVERY) {
             self.recompute::<SQ>();
         }
     }
