@@ -307,8 +307,12 @@ impl ExecutionPlan for KeyedStateExec {
                 &context,
                 config.working_set_bytes.max(4 * partitions * merges),
             )?
-        } else {
+        } else if self.input.boundedness().is_unbounded() {
+            // A stream's batches come as its source sends them: larger batches would only
+            // wait longer for rows.
             Arc::clone(&context)
+        } else {
+            with_batch_rows(&context, BOUNDED_BATCH_ROWS)
         };
         // Its own task reads (decodes) the input while this one folds.
         let input = self.input.execute(partition, input_context)?;
@@ -368,6 +372,32 @@ impl ExecutionPlan for KeyedStateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// Rows per batch, at least, in which a bounded input is read in time order (a key-order
+/// fold's sort keeps the session's batches, which its memory budget is sized for): four times
+/// DataFusion's
+/// default halves what the scan, the repartition and the fold spend per batch (10M rows of
+/// `rolling_std(price, 100)` over 10k keys from Parquet: 0.66 s with 8,192, 0.51 s with 32,768,
+/// best of four).
+pub const BOUNDED_BATCH_ROWS: usize = 32_768;
+
+/// `context` with batches of at least `rows` rows.
+fn with_batch_rows(context: &Arc<TaskContext>, rows: usize) -> Arc<TaskContext> {
+    let config = context.session_config();
+    if config.batch_size() >= rows {
+        return Arc::clone(context);
+    }
+    Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config.clone().with_batch_size(rows),
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    ))
 }
 
 /// The task context of a key-order fold's input: where the query's memory pool has no
