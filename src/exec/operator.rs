@@ -374,12 +374,11 @@ impl ExecutionPlan for KeyedStateExec {
     }
 }
 
-/// Rows per batch, at least, in which a bounded input is read in time order (a key-order
-/// fold's sort keeps the session's batches, which its memory budget is sized for): four times
-/// DataFusion's
-/// default halves what the scan, the repartition and the fold spend per batch (10M rows of
-/// `rolling_std(price, 100)` over 10k keys from Parquet: 0.66 s with 8,192, 0.51 s with 32,768,
-/// best of four).
+/// Rows per batch, at least, in which a bounded input is read in time order: four times
+/// DataFusion's default cuts what the scan, the repartition and the fold spend per batch (10M
+/// rows of `rolling_std(price, 100)` over 10k keys from Parquet: 0.66 s in batches of 8,192,
+/// 0.51 s in batches of 32,768, best of four). A key-order fold's sort keeps the session's
+/// batch size, which its memory budget is sized for.
 pub const BOUNDED_BATCH_ROWS: usize = 32_768;
 
 /// `context` with batches of at least `rows` rows.
