@@ -269,3 +269,53 @@ fn follow(
     *files = sorted;
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(names: &[&str]) -> Vec<Vec<PartitionedFile>> {
+        names
+            .iter()
+            .map(|n| vec![PartitionedFile::new(*n, 1)])
+            .collect()
+    }
+
+    fn names(files: &[Vec<PartitionedFile>]) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| f[0].object_meta.location.to_string())
+            .collect()
+    }
+
+    fn range(a: i64, b: i64) -> (ScalarValue, ScalarValue) {
+        (ScalarValue::Int64(Some(a)), ScalarValue::Int64(Some(b)))
+    }
+
+    #[test]
+    fn files_that_follow_each_other_are_put_in_order() {
+        // Listed out of order; the second ends where the first begins (a shared timestamp).
+        let mut f = files(&["b", "a", "c"]);
+        assert!(follow(
+            &mut f,
+            &[range(10, 19), range(0, 10), range(20, 29)],
+            false
+        ));
+        assert_eq!(names(&f), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn overlapping_files_do_not_follow_and_stay_as_they_are() {
+        let mut f = files(&["a", "b"]);
+        assert!(!follow(&mut f, &[range(0, 10), range(5, 15)], false));
+        assert_eq!(names(&f), ["a", "b"]);
+    }
+
+    #[test]
+    fn descending_order_follows_from_the_largest_values() {
+        // (first, last) in the ordering's direction: the newest file first.
+        let mut f = files(&["old", "new"]);
+        assert!(follow(&mut f, &[range(9, 0), range(19, 10)], true));
+        assert_eq!(names(&f), ["new", "old"]);
+    }
+}
