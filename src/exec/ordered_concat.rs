@@ -33,8 +33,10 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-/// Memory the groups decoded ahead of their turn may take, all together.
-pub const READ_AHEAD_BYTES: usize = 256 << 20;
+/// Memory the groups decoded ahead of their turn may take, all together. A few batches per
+/// group keep the other cores decoding; more only holds fresh memory (10M rows from one file
+/// in two pieces: peak RSS 142–168 MB with 32 MiB, 220–237 MB with 256 MiB, in the same time).
+pub const READ_AHEAD_BYTES: usize = 32 << 20;
 
 /// Batches a group being read in its turn holds before the consumer takes them.
 const IN_TURN_BATCHES: usize = 2;
