@@ -131,8 +131,8 @@ impl ExecutionPlan for OrderedConcatExec {
             .target_partitions()
             .clamp(2, groups.max(2));
         // The read-ahead is reserved from the query's pool; under a limit it takes at most
-        // an eighth of it, and where even that is refused, each group decodes ahead at most
-        // one batch beyond its share of nothing.
+        // an eighth of it, and where even that is refused, a group ahead of its turn holds
+        // one batch at most.
         let pool = context.memory_pool();
         let mut wanted = READ_AHEAD_BYTES;
         if let MemoryLimit::Finite(limit) = pool.memory_limit() {
