@@ -3,7 +3,8 @@
 
 ticks_ordered.parquet: 2,000 ts-ordered ticks over 10 symbols in 4 row groups, so that
 DataFusion can split the file into byte ranges. ticks_parts/: the same ticks as two files,
-the first 1,000 and the last 1,000. ticks_interleaved/: the same ticks as two files whose ts
+the first 1,000 and the last 1,000. ticks_thirds/: the same ticks as three files
+of 700, 700 and 600 rows, in ts order. ticks_interleaved/: the same ticks as two files whose ts
 ranges overlap, symbols S0-S4 and S5-S9 (a key's rows in one file, so that how a merge orders
 equal timestamps of the two files changes no result).
 """
@@ -34,3 +35,6 @@ low = pa.array([i for i, s in enumerate(rows["symbol"]) if s < "S5"])
 high = pa.array([i for i, s in enumerate(rows["symbol"]) if s >= "S5"])
 pq.write_table(table.take(low), "ticks_interleaved/part-0.parquet", row_group_size=500)
 pq.write_table(table.take(high), "ticks_interleaved/part-1.parquet", row_group_size=500)
+os.makedirs("ticks_thirds", exist_ok=True)
+for i, (start, length) in enumerate([(0, 700), (700, 700), (1_400, 600)]):
+    pq.write_table(table.slice(start, length), f"ticks_thirds/part-{i}.parquet", row_group_size=350)
