@@ -11,8 +11,7 @@
 use std::hash::BuildHasher;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, GenericStringArray, OffsetSizeTrait, PrimitiveArray,
-    StringViewArray, UInt32Array,
+    Array, ArrayAccessor, ArrayRef, AsArray, DictionaryArray, PrimitiveArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{
@@ -287,7 +286,7 @@ impl KeyIndex {
                 self.assign_strings(column.as_string::<i64>(), keys, slots)
             }
             (KeyType::Utf8, DataType::Utf8View) => {
-                self.assign_views(column.as_string_view(), keys, slots)
+                self.assign_strings(column.as_string_view(), keys, slots)
             }
             (KeyType::Utf8, _) => {
                 let c = cast(column, &DataType::Utf8)?;
@@ -376,30 +375,16 @@ impl KeyIndex {
         Ok(())
     }
 
-    fn assign_strings<O: OffsetSizeTrait>(
+    /// Slots of a string column (`Utf8`, `LargeUtf8` or `Utf8View`).
+    fn assign_strings<'a, A>(
         &mut self,
-        column: &GenericStringArray<O>,
+        column: A,
         keys: &mut EncodedKeys,
         slots: &mut Vec<u32>,
-    ) -> Result<()> {
-        for i in 0..column.len() {
-            if column.is_null(i) {
-                let s = self.null_slot(keys);
-                slots.push(s);
-                continue;
-            }
-            let s = self.str_slot(column.value(i).as_bytes(), keys);
-            slots.push(s);
-        }
-        Ok(())
-    }
-
-    fn assign_views(
-        &mut self,
-        column: &StringViewArray,
-        keys: &mut EncodedKeys,
-        slots: &mut Vec<u32>,
-    ) -> Result<()> {
+    ) -> Result<()>
+    where
+        A: ArrayAccessor<Item = &'a str> + Array,
+    {
         for i in 0..column.len() {
             if column.is_null(i) {
                 let s = self.null_slot(keys);

@@ -420,28 +420,48 @@ const STD_FIELDS: &[StateField] = &[
     StateField::new("rows_since_recompute", FieldType::I64),
 ];
 
+const MEAN_DEF: KernelDef = KernelDef {
+    name: "rolling_mean",
+    inputs: &["x"],
+    params: &[WINDOW_PARAM],
+    fields: MEAN_FIELDS,
+    // Version 1 kept the window alone.
+    version: 2,
+    reads_from: 1,
+    description: "Mean of the key's last n values. NULL until the key has n values, like \
+        pandas rolling(n).mean().",
+    example: "rolling_mean(price, 100) OVER (PARTITION BY symbol ORDER BY ts)",
+};
+
+const STD_DEF: KernelDef = KernelDef {
+    name: "rolling_std",
+    inputs: &["x"],
+    params: &[WINDOW_PARAM],
+    fields: STD_FIELDS,
+    // Version 1 kept the window alone.
+    version: 2,
+    reads_from: 1,
+    description: "Sample standard deviation (ddof = 1) of the key's last n values. NULL \
+        until the key has n values, like pandas rolling(n).std(); n = 1 gives NaN.",
+    example: "rolling_std(price, 100) OVER (PARTITION BY symbol ORDER BY ts)",
+};
+
+/// The rolling kernels over one window state: the mean (`STD = false`, which leaves the sum
+/// of squares out) and the standard deviation (`STD = true`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RollingMean {
+pub struct Rolling<const STD: bool> {
     n: usize,
 }
 
-impl Kernel for RollingMean {
+pub type RollingMean = Rolling<false>;
+pub type RollingStd = Rolling<true>;
+
+impl<const STD: bool> Kernel for Rolling<STD> {
     type State = RollingState;
     type Input = f64;
     const GROWTH_PER_ROW: usize = 16;
 
-    const DEF: &'static KernelDef = &KernelDef {
-        name: "rolling_mean",
-        inputs: &["x"],
-        params: &[WINDOW_PARAM],
-        fields: MEAN_FIELDS,
-        // Version 1 kept the window alone.
-        version: 2,
-        reads_from: 1,
-        description: "Mean of the key's last n values. NULL until the key has n values, like \
-            pandas rolling(n).mean().",
-        example: "rolling_mean(price, 100) OVER (PARTITION BY symbol ORDER BY ts)",
-    };
+    const DEF: &'static KernelDef = if STD { &STD_DEF } else { &MEAN_DEF };
 
     fn bind(params: &[f64]) -> KernelResult<Self> {
         Ok(Self {
@@ -455,105 +475,41 @@ impl Kernel for RollingMean {
 
     #[inline(always)]
     fn update(&self, s: &mut RollingState, x: f64) -> Option<f64> {
-        s.push::<false>(x);
+        s.push::<STD>(x);
         if !s.window.is_full() {
             return None;
         }
-        let mean = s.mean();
-        // A shift far from the window (a level it has left) costs the sum its precision:
-        // recompute about a value of the window.
-        if s.shift.abs() > COND_LIMIT * mean.abs().max(x.abs()) && s.since > 0 {
-            s.recompute::<false>();
-            return Some(s.mean());
+        if STD {
+            let (m2, s2) = s.spread();
+            // Squares about a shift far from the window's mean (a level it has left) lose
+            // the spread: recompute about the mean.
+            if s2 > COND_LIMIT * m2 && s.since > 0 {
+                s.recompute::<true>();
+                return Some(s.std());
+            }
+            Some(RollingState::std_of(m2, s.window.n))
+        } else {
+            let mean = s.mean();
+            // A shift far from the window (a level it has left) costs the sum its precision:
+            // recompute about a value of the window.
+            if s.shift.abs() > COND_LIMIT * mean.abs().max(x.abs()) && s.since > 0 {
+                s.recompute::<false>();
+                return Some(s.mean());
+            }
+            Some(mean)
         }
-        Some(mean)
     }
 
     fn write<S: FieldSink + ?Sized>(&self, s: &RollingState, out: &mut S) {
-        s.write::<S, false>(out);
+        s.write::<S, STD>(out);
     }
 
     fn read<S: FieldSource + ?Sized>(&self, src: &mut S) -> KernelResult<RollingState> {
-        RollingState::read::<S, false>(self.n, src)
+        RollingState::read::<S, STD>(self.n, src)
     }
 
     fn read_legacy(&self, _version: u8, src: &mut ByteReader) -> KernelResult<RollingState> {
-        RollingState::read_v1::<false>(self.n, src)
-    }
-
-    #[inline(always)]
-    fn prefetch(&self, s: &RollingState) {
-        super::fold::prefetch(s.window.next_slot());
-    }
-
-    fn heap_size(s: &RollingState) -> usize {
-        s.window.heap_size()
-    }
-
-    fn full_heap_size(&self) -> usize {
-        self.n * 8
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RollingStd {
-    n: usize,
-}
-
-impl Kernel for RollingStd {
-    type State = RollingState;
-    type Input = f64;
-    const GROWTH_PER_ROW: usize = 16;
-
-    const DEF: &'static KernelDef = &KernelDef {
-        name: "rolling_std",
-        inputs: &["x"],
-        params: &[WINDOW_PARAM],
-        fields: STD_FIELDS,
-        // Version 1 kept the window alone.
-        version: 2,
-        reads_from: 1,
-        description: "Sample standard deviation (ddof = 1) of the key's last n values. NULL \
-            until the key has n values, like pandas rolling(n).std(); n = 1 gives NaN.",
-        example: "rolling_std(price, 100) OVER (PARTITION BY symbol ORDER BY ts)",
-    };
-
-    fn bind(params: &[f64]) -> KernelResult<Self> {
-        Ok(Self {
-            n: params[0] as usize,
-        })
-    }
-
-    fn new_state(&self) -> RollingState {
-        RollingState::new(self.n)
-    }
-
-    #[inline(always)]
-    fn update(&self, s: &mut RollingState, x: f64) -> Option<f64> {
-        s.push::<true>(x);
-        if !s.window.is_full() {
-            return None;
-        }
-        let (m2, s2) = s.spread();
-        // Squares about a shift far from the window's mean (a level it has left) lose the
-        // spread: recompute about the mean.
-        if s2 > COND_LIMIT * m2 && s.since > 0 {
-            s.recompute::<true>();
-            return Some(s.std());
-        }
-        Some(RollingState::std_of(m2, s.window.n))
-    }
-
-    fn write<S: FieldSink + ?Sized>(&self, s: &RollingState, out: &mut S) {
-        s.write::<S, true>(out);
-    }
-
-    fn read<S: FieldSource + ?Sized>(&self, src: &mut S) -> KernelResult<RollingState> {
-        RollingState::read::<S, true>(self.n, src)
-    }
-
-    fn read_legacy(&self, _version: u8, src: &mut ByteReader) -> KernelResult<RollingState> {
-        RollingState::read_v1::<true>(self.n, src)
+        RollingState::read_v1::<STD>(self.n, src)
     }
 
     #[inline(always)]

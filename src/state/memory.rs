@@ -19,7 +19,7 @@ use super::{
     Commit, DecodedStates, PipelineInfo, Put, StateInfo, StateStore, StateSummary,
     already_committed,
 };
-use crate::kernels::{self, BoundKernel, StateColumn};
+use crate::kernels::{BoundKernel, StateColumn};
 
 /// Shards per state: a commit writes them on as many threads as there are cores.
 const SHARDS: usize = 16;
@@ -109,15 +109,7 @@ impl StateData {
 
 /// The kernel a state's registry entry names.
 fn kernel_of(info: &StateInfo) -> Result<BoundKernel> {
-    let params: Vec<f64> = info
-        .params
-        .iter()
-        .map(|p| p.parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            DataFusionError::Internal(format!("state {} parameters: {e}", info.state_id))
-        })?;
-    kernels::bind(&info.kernel, &params).map_err(|e| DataFusionError::Internal(e.0))
+    info.bind_kernel().map_err(DataFusionError::Internal)
 }
 
 fn shard_of(hash: u64) -> usize {

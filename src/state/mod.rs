@@ -22,7 +22,7 @@ use datafusion::error::{DataFusionError, Result};
 
 pub use codec::{KeyColumn, KeyType};
 
-use crate::kernels::StateColumn;
+use crate::kernels::{BoundKernel, StateColumn};
 
 /// What a state id stands for. Stored with the state; a query that derives the same id must
 /// agree with it field for field, or it gets an error instead of a reinterpretation.
@@ -47,6 +47,22 @@ pub struct StateInfo {
 }
 
 impl StateInfo {
+    /// The kernel this state's entry names, bound to its parameters.
+    pub fn bind_kernel(&self) -> std::result::Result<BoundKernel, String> {
+        let params: Vec<f64> = self
+            .params
+            .iter()
+            .map(|p| p.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                format!(
+                    "state {} has unreadable parameters {:?}: {e}",
+                    self.state_id, self.params
+                )
+            })?;
+        crate::kernels::bind(&self.kernel, &params).map_err(|e| e.0)
+    }
+
     /// Explains how `self` (stored) and `other` (this query) disagree, if they do.
     pub fn mismatch(&self, other: &StateInfo) -> Option<String> {
         let what = if self.kernel != other.kernel || self.params != other.params {

@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 
 use super::{arity, session_store, string_arg};
-use crate::kernels::{self, BoundKernel};
+use crate::kernels::BoundKernel;
 use crate::state::arrow::{FieldBuilders, state_fields};
 use crate::state::codec::{decode_keys, encode_keys};
 use crate::state::{StateInfo, StateStore, StoreRegistry};
@@ -81,19 +81,7 @@ pub struct StateTable {
 
 impl StateTable {
     pub fn try_new(store: Arc<dyn StateStore>, pipeline: String, info: StateInfo) -> Result<Self> {
-        let params: Vec<f64> = info
-            .params
-            .iter()
-            .map(|p| p.parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "state {} has unreadable parameters {:?}: {e}",
-                    info.state_id, info.params
-                ))
-            })?;
-        let kernel =
-            kernels::bind(&info.kernel, &params).map_err(|e| DataFusionError::Execution(e.0))?;
+        let kernel = info.bind_kernel().map_err(DataFusionError::Execution)?;
         let mut fields: Vec<Field> = info
             .key_columns
             .iter()
