@@ -35,12 +35,14 @@
 //!
 //! Layout 1 (before the commit log) is layout 2 without log entries: a layout-1 directory is
 //! opened and its marker is rewritten to layout 2, so that an older build refuses it.
+//!
+//! The files: `layout.rs` the key spaces and keys, `meta.rs` the pipeline and state metadata
+//! records, `data_keys.rs` data keys built in key order on every core (for commits and
+//! stages), `log.rs` the commit log, `read_ahead.rs` states read whole; this file the store.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use rocksdb::{
@@ -49,27 +51,22 @@ use rocksdb::{
     IteratorMode, Options, ReadOptions, Snapshot, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
-use super::codec::KeyColumn;
 use super::memory::now_micros;
 use super::{Commit, PipelineInfo, Put, StateInfo, StateStore, StateSummary, already_committed};
 use crate::config::FintechConfig;
-use crate::kernels::fields::{ByteReader as Reader, FieldSource};
 use log::{CommitLog, LOG, LOG_FAMILY};
 use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records, Span};
 
+mod data_keys;
+mod layout;
 mod log;
+mod meta;
 mod read_ahead;
 
-const FORMAT: &[u8] = b"datafusion-fintech/2";
-/// The layout before the commit log, which this build opens and upgrades.
-const FORMAT_1: &[u8] = b"datafusion-fintech/1";
-const META: u8 = 0x00;
-const PIPELINE: u8 = 0x01;
-const STATE: u8 = 0x02;
-const DATA: u8 = 0x03;
-const UNDO: u8 = 0x04;
-/// Number of hash buckets a state's keys are spread over.
-pub const BUCKETS: u64 = 4096;
+use data_keys::{DataKeys, PARALLEL_KEYS, on_threads, threads_for};
+use layout::*;
+use meta::{PipelineMeta, StateMeta};
+
 /// A read of at least 1/SWEEP_RATIO of a state's keys walks the state instead of looking
 /// each key up.
 const SWEEP_RATIO: u64 = 4;
@@ -79,518 +76,8 @@ const SWEEP_STEPS: usize = 16;
 const MEMTABLE_BYTES: usize = 64 << 20;
 /// Batches this large or larger switch to a new memtable when they would overfill it.
 const SWITCH_BATCH_BYTES: usize = 1 << 20;
-/// Keys per thread, at least, when a commit builds its batch or a read-ahead scans a state on
-/// several threads.
-const PARALLEL_KEYS: usize = 32_768;
 /// Undo entries restored per write batch during a rollback.
 const ROLLBACK_CHUNK: usize = 16_384;
-
-fn meta_key(name: &str) -> Vec<u8> {
-    let mut k = vec![META];
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-/// Present when the last commit of state `state_no` wrote at least `1/READ_AHEAD_RATIO` of
-/// its keys: the next query of the pipeline probably reads as much, and reads the state ahead
-/// at its first point read instead of after `1/READ_AHEAD_RATIO` of its keys (see
-/// [`read_ahead`]). Layouts before it ignore the key.
-fn read_ahead_key(state_no: u32) -> Vec<u8> {
-    let mut k = meta_key("read_ahead");
-    k.extend_from_slice(&state_no.to_be_bytes());
-    k
-}
-
-fn pipeline_key(pipeline: &str) -> Vec<u8> {
-    let mut k = vec![PIPELINE];
-    k.extend_from_slice(pipeline.as_bytes());
-    k
-}
-
-fn state_prefix(pipeline: &str) -> Vec<u8> {
-    let mut k = vec![STATE];
-    k.extend_from_slice(pipeline.as_bytes());
-    k.push(0);
-    k
-}
-
-fn state_key(pipeline: &str, state_id: &str) -> Vec<u8> {
-    let mut k = state_prefix(pipeline);
-    k.extend_from_slice(state_id.as_bytes());
-    k
-}
-
-/// A stable 64-bit FNV-1a: the bucket of a key must never change between builds.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn bucket(key: &[u8]) -> u16 {
-    (fnv1a(key) % BUCKETS) as u16
-}
-
-/// Appends the data key of `key` in state `state_no` to `out`; returns the key's bucket.
-fn push_data_key(out: &mut Vec<u8>, state_no: u32, key: &[u8]) -> u16 {
-    let bucket = bucket(key);
-    out.push(DATA);
-    out.extend_from_slice(&state_no.to_be_bytes());
-    out.extend_from_slice(&bucket.to_be_bytes());
-    out.extend_from_slice(key);
-    bucket
-}
-
-/// The state number of a data key.
-fn state_no_of(datakey: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(datakey.get(1..5)?.try_into().ok()?))
-}
-
-#[cfg(test)]
-fn data_key(state_no: u32, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    push_data_key(&mut out, state_no, key);
-    out
-}
-
-/// Data keys, each with an optional value, in RocksDB's order and in one buffer.
-///
-/// Built reading each input once, in sequence: with a million scattered inputs, reading them
-/// in sorted order instead costs a cache miss per input, which dominated a commit.
-struct DataKeys {
-    bytes: Vec<u8>,
-    /// In key order.
-    entries: Vec<Entry>,
-}
-
-#[derive(Clone, Copy)]
-struct Entry {
-    start: usize,
-    key_end: usize,
-    end: usize,
-    /// Position in the input.
-    input: usize,
-}
-
-impl DataKeys {
-    /// The data keys of `(state number, key)` pairs, sorted, each followed by the value of
-    /// its input `i`: `value_len(i)` bytes, which `value(i, out)` writes.
-    fn sorted(
-        keys: &[(u32, &[u8])],
-        value_len: impl Fn(usize) -> usize + Sync,
-        value: impl Fn(usize, &mut [u8]) + Sync,
-    ) -> Self {
-        let mut runs = Self::sorted_runs(keys, 1, value_len, value, |keys| keys);
-        runs.pop().unwrap_or(Self {
-            bytes: Vec::new(),
-            entries: Vec::new(),
-        })
-    }
-
-    /// As [`DataKeys::sorted`], in `runs` runs of consecutive data keys of about the same
-    /// size, each built and handed to `each` on a thread of its own: the results, one after
-    /// the other, are in key order. A commit of a million keys builds its batch on every core
-    /// instead of one, while the partitions that finished first wait for it.
-    ///
-    /// A counting sort on (state number, bucket), the data key's first bytes: it reads the
-    /// inputs once, in order, and writes each to its group, so that only the keys of one group
-    /// (a few hundred even with a million keys) are sorted together, in a stretch of memory
-    /// that stays in the CPU's caches. Sorting all entries at once and writing them in that
-    /// order cost a cache miss per comparison and per key written. A run is a range of
-    /// groups.
-    fn sorted_runs<T: Send>(
-        keys: &[(u32, &[u8])],
-        runs: usize,
-        value_len: impl Fn(usize) -> usize + Sync,
-        value: impl Fn(usize, &mut [u8]) + Sync,
-        each: impl Fn(Self) -> T + Sync,
-    ) -> Vec<T> {
-        let runs = runs.max(1);
-        let mut state_nos: Vec<u32> = keys.iter().map(|(s, _)| *s).collect();
-        state_nos.sort_unstable();
-        state_nos.dedup();
-        let buckets = BUCKETS as usize;
-        let group_count = state_nos.len() * buckets;
-        // Each input's group, and per group its entries and bytes: a share of the inputs per
-        // thread, then the counts added up.
-        let mut groups = vec![0u32; keys.len()];
-        let share = keys.len().div_ceil(runs).max(1);
-        let counts = on_threads(
-            keys.chunks(share)
-                .zip(groups.chunks_mut(share))
-                .enumerate()
-                .map(|(c, (keys, groups))| {
-                    let (state_nos, value_len) = (&state_nos, &value_len);
-                    move || {
-                        let mut entries = vec![0usize; group_count];
-                        let mut bytes = vec![0usize; group_count];
-                        for (j, ((state_no, key), group)) in keys.iter().zip(groups).enumerate() {
-                            let rank = state_nos.binary_search(state_no).unwrap_or_default();
-                            let g = rank * buckets + bucket(key) as usize;
-                            *group = g as u32;
-                            entries[g] += 1;
-                            bytes[g] += 7 + key.len() + value_len(c * share + j);
-                        }
-                        (entries, bytes)
-                    }
-                }),
-        );
-        // Per group: where its entries and bytes start.
-        let mut first_entry = vec![0usize; group_count + 1];
-        let mut first_byte = first_entry.clone();
-        for (entries, bytes) in &counts {
-            for g in 0..group_count {
-                first_entry[g + 1] += entries[g];
-                first_byte[g + 1] += bytes[g];
-            }
-        }
-        drop(counts);
-        for g in 1..first_entry.len() {
-            first_entry[g] += first_entry[g - 1];
-            first_byte[g] += first_byte[g - 1];
-        }
-        // Runs end where the bytes pass their share of the total.
-        let total = first_byte[group_count];
-        let mut ends: Vec<usize> = (1..runs)
-            .map(|r| first_byte.partition_point(|&b| b < total / runs * r))
-            .collect();
-        ends.push(group_count);
-        // The groups `from..to`, with their positions and bytes counted from the run's start.
-        let run = |from: usize, to: usize| -> Self {
-            let (entry0, byte0) = (first_entry[from], first_byte[from]);
-            let mut next_entry: Vec<usize> =
-                first_entry[from..=to].iter().map(|e| e - entry0).collect();
-            let mut next_byte: Vec<usize> =
-                first_byte[from..=to].iter().map(|b| b - byte0).collect();
-            let mut bytes = vec![0u8; next_byte[to - from]];
-            let mut entries = vec![
-                Entry {
-                    start: 0,
-                    key_end: 0,
-                    end: 0,
-                    input: 0,
-                };
-                next_entry[to - from]
-            ];
-            for (i, ((state_no, key), g)) in keys.iter().zip(&groups).enumerate() {
-                let g = *g as usize;
-                if g < from || g >= to {
-                    continue;
-                }
-                let at = g - from;
-                let (start, key_end) = (next_byte[at], next_byte[at] + 7 + key.len());
-                let end = key_end + value_len(i);
-                let out = &mut bytes[start..end];
-                out[0] = DATA;
-                out[1..5].copy_from_slice(&state_no.to_be_bytes());
-                out[5..7].copy_from_slice(&((g % buckets) as u16).to_be_bytes());
-                out[7..key_end - start].copy_from_slice(key);
-                value(i, &mut out[key_end - start..]);
-                entries[next_entry[at]] = Entry {
-                    start,
-                    key_end,
-                    end,
-                    input: i,
-                };
-                next_entry[at] += 1;
-                next_byte[at] = end;
-            }
-            let mut group_start = 0;
-            for (g, group_end) in next_entry.iter().enumerate().take(to - from) {
-                // Within a group the keys share their first 7 bytes.
-                let group_end = *group_end;
-                entries[group_start..group_end].sort_unstable_by(|x, y| {
-                    bytes[x.start + 7..x.key_end].cmp(&bytes[y.start + 7..y.key_end])
-                });
-                group_start = group_end;
-                debug_assert_eq!(group_end, first_entry[from + g + 1] - entry0);
-            }
-            Self { bytes, entries }
-        };
-        let (run, each) = (&run, &each);
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        on_threads(
-            starts
-                .zip(ends.iter().copied())
-                .map(|(from, to)| move || each(run(from, to))),
-        )
-    }
-
-    /// The data keys of `(state number, key)` pairs, in input order; `value(i, out)` as for
-    /// [`DataKeys::sorted`].
-    fn in_input_order(keys: &[(u32, &[u8])], mut value: impl FnMut(usize, &mut Vec<u8>)) -> Self {
-        let mut bytes = Vec::with_capacity(keys.iter().map(|(_, k)| 7 + k.len()).sum());
-        let mut entries = Vec::with_capacity(keys.len());
-        for (i, (state_no, key)) in keys.iter().enumerate() {
-            let start = bytes.len();
-            push_data_key(&mut bytes, *state_no, key);
-            let key_end = bytes.len();
-            value(i, &mut bytes);
-            entries.push(Entry {
-                start,
-                key_end,
-                end: bytes.len(),
-                input: i,
-            });
-        }
-        Self { bytes, entries }
-    }
-
-    /// (position in the input, data key, value), in the order built (key order if sorted).
-    fn iter(&self) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
-        self.entries.iter().map(|e| {
-            (
-                e.input,
-                &self.bytes[e.start..e.key_end],
-                &self.bytes[e.key_end..e.end],
-            )
-        })
-    }
-}
-
-/// Threads to work on `keys` keys with: one per core, each with at least `PARALLEL_KEYS`.
-fn threads_for(keys: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(keys / PARALLEL_KEYS)
-        .max(1)
-}
-
-/// The results of `jobs`, in order, each run on a thread of its own (the first on this one).
-fn on_threads<T: Send>(mut jobs: impl Iterator<Item = impl FnOnce() -> T + Send>) -> Vec<T> {
-    std::thread::scope(|s| {
-        let Some(first) = jobs.next() else {
-            return Vec::new();
-        };
-        let others: Vec<_> = jobs.map(|job| s.spawn(job)).collect();
-        let mut out = vec![first()];
-        for h in others {
-            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        out
-    })
-}
-
-fn data_prefix(state_no: u32) -> Vec<u8> {
-    let mut k = vec![DATA];
-    k.extend_from_slice(&state_no.to_be_bytes());
-    k
-}
-
-fn undo_prefix(attempt: u64) -> Vec<u8> {
-    let mut k = vec![UNDO];
-    k.extend_from_slice(&attempt.to_be_bytes());
-    k
-}
-
-fn undo_key(attempt: u64, datakey: &[u8], seq: u64) -> Vec<u8> {
-    let mut k = undo_prefix(attempt);
-    k.extend_from_slice(&(datakey.len() as u32).to_be_bytes());
-    k.extend_from_slice(datakey);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// The smallest key greater than every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
-}
-
-// ---- metadata records --------------------------------------------------------------------
-
-#[derive(Debug, Clone, Default, PartialEq)]
-struct PipelineMeta {
-    commits: u64,
-    last_commit_micros: Option<i64>,
-    last_commit_tag: Option<String>,
-    /// An attempt that staged updates and has not committed or rolled back.
-    in_flight: Option<u64>,
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn get_str(r: &mut Reader) -> Result<String> {
-    let len = r.u32().map_err(|e| DataFusionError::Execution(e.0))? as usize;
-    let mut bytes = Vec::with_capacity(len);
-    for _ in 0..len {
-        bytes.push(r.u8().map_err(|e| DataFusionError::Execution(e.0))?);
-    }
-    String::from_utf8(bytes).map_err(|_| DataFusionError::Execution("bad UTF-8".into()))
-}
-
-fn kerr(e: crate::kernels::KernelError) -> DataFusionError {
-    DataFusionError::Execution(e.0)
-}
-
-/// A reader positioned after the version byte of a metadata record (version 1).
-fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<'a>> {
-    let mut r = Reader::new(bytes);
-    let version = r.u8().map_err(kerr)?;
-    if version != 1 {
-        return Err(DataFusionError::Execution(format!(
-            "{what} version {version} is not supported by this build"
-        )));
-    }
-    Ok(r)
-}
-
-impl PipelineMeta {
-    /// The pipeline as listed, if it exists for users: once it has committed (a pipeline
-    /// whose attempts all failed, or a scratch pipeline, never has).
-    fn listed(self, name: &str) -> Option<PipelineInfo> {
-        (self.commits > 0).then(|| PipelineInfo {
-            name: name.to_string(),
-            commits: self.commits,
-            last_commit_micros: self.last_commit_micros,
-            last_commit_tag: self.last_commit_tag,
-        })
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        out.extend_from_slice(&self.commits.to_le_bytes());
-        match self.last_commit_micros {
-            None => out.push(0),
-            Some(t) => {
-                out.push(1);
-                out.extend_from_slice(&t.to_le_bytes());
-            }
-        }
-        match &self.last_commit_tag {
-            None => out.push(0),
-            Some(t) => {
-                out.push(1);
-                put_str(&mut out, t);
-            }
-        }
-        match self.in_flight {
-            None => out.push(0),
-            Some(a) => {
-                out.push(1);
-                out.extend_from_slice(&a.to_le_bytes());
-            }
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = metadata_reader(bytes, "pipeline metadata")?;
-        let commits = r.u64().map_err(kerr)?;
-        let last_commit_micros = match r.u8().map_err(kerr)? {
-            0 => None,
-            _ => Some(r.i64().map_err(kerr)?),
-        };
-        let last_commit_tag = match r.u8().map_err(kerr)? {
-            0 => None,
-            _ => Some(get_str(&mut r)?),
-        };
-        let in_flight = match r.u8().map_err(kerr)? {
-            0 => None,
-            _ => Some(r.u64().map_err(kerr)?),
-        };
-        r.finish("pipeline metadata").map_err(kerr)?;
-        Ok(Self {
-            commits,
-            last_commit_micros,
-            last_commit_tag,
-            in_flight,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct StateMeta {
-    state_no: u32,
-    keys: u64,
-    bytes: u64,
-    info: StateInfo,
-}
-
-impl StateMeta {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        out.extend_from_slice(&self.state_no.to_le_bytes());
-        out.extend_from_slice(&self.keys.to_le_bytes());
-        out.extend_from_slice(&self.bytes.to_le_bytes());
-        let i = &self.info;
-        put_str(&mut out, &i.state_id);
-        put_str(&mut out, &i.kernel);
-        out.extend_from_slice(&i.encoding_version.to_le_bytes());
-        put_str(&mut out, &i.order_type.to_string());
-        for list in [&i.params, &i.inputs] {
-            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for s in list {
-                put_str(&mut out, s);
-            }
-        }
-        out.extend_from_slice(&(i.key_columns.len() as u32).to_le_bytes());
-        for c in &i.key_columns {
-            put_str(&mut out, &c.name);
-            put_str(&mut out, &c.data_type.to_string());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = metadata_reader(bytes, "state metadata")?;
-        let state_no = r.u32().map_err(kerr)?;
-        let keys = r.u64().map_err(kerr)?;
-        let bytes_total = r.u64().map_err(kerr)?;
-        let state_id = get_str(&mut r)?;
-        let kernel = get_str(&mut r)?;
-        let encoding_version = r.u32().map_err(kerr)?;
-        let data_type = |s: String| {
-            DataType::from_str(&s).map_err(|e| {
-                DataFusionError::Execution(format!("unreadable type '{s}' in state metadata: {e}"))
-            })
-        };
-        let order_type = data_type(get_str(&mut r)?)?;
-        let mut lists = [Vec::new(), Vec::new()];
-        for list in lists.iter_mut() {
-            for _ in 0..r.u32().map_err(kerr)? {
-                list.push(get_str(&mut r)?);
-            }
-        }
-        let [params, inputs] = lists;
-        let mut key_columns = Vec::new();
-        for _ in 0..r.u32().map_err(kerr)? {
-            let name = get_str(&mut r)?;
-            key_columns.push(KeyColumn {
-                name,
-                data_type: data_type(get_str(&mut r)?)?,
-            });
-        }
-        r.finish("state metadata").map_err(kerr)?;
-        Ok(Self {
-            state_no,
-            keys,
-            bytes: bytes_total,
-            info: StateInfo {
-                state_id,
-                kernel,
-                params,
-                inputs,
-                key_columns,
-                order_type,
-                encoding_version,
-                reads_from: encoding_version,
-            },
-        })
-    }
-}
 
 /// Read options that read as `snapshot` saw the store (the latest state without one).
 fn read_options(snapshot: Option<&Snapshot>) -> ReadOptions {
@@ -1945,8 +1432,7 @@ impl StateStore for RocksStore {
                     out[8..].copy_from_slice(&puts[i].record);
                 },
                 |keys| {
-                    let mut run =
-                        WriteBatch::with_capacity_bytes(keys.bytes.len() + 8 * keys.entries.len());
+                    let mut run = WriteBatch::with_capacity_bytes(keys.batch_bytes());
                     for (_, datakey, value) in keys.iter() {
                         run.put(datakey, value);
                     }
@@ -2011,6 +1497,10 @@ impl StateStore for RocksStore {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::DataType;
+
+    use crate::state::KeyColumn;
 
     fn info(version: u32) -> StateInfo {
         StateInfo {
