@@ -3,8 +3,9 @@
 //! Nothing here knows about DataFusion, Arrow or I/O. A kernel is one [`Kernel`]
 //! implementation in its family's file ([`ewma`], [`rolling`], ...): its definition (SQL name,
 //! column inputs, literal parameters with their ranges and defaults, typed state fields), its
-//! state type, its per-row `update`, and how its state is written and read field by field.
-//! Adding one is that implementation and one line in [`ALL`].
+//! state type, its per-row `update`, and how its state is written and read field by field
+//! (kernels over one state may share a generic implementation: [`rolling::Rolling`]). Adding
+//! one is that implementation and one line in [`ALL`].
 //!
 //! Around the kernels, written once for all of them:
 //! - [`def`]: the [`KernelDef`] that error messages, documentation and state tables use;
