@@ -6,22 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use datafusion::prelude::SessionContext;
-
-async fn rocks(partitions: usize, dir: &Path, working_set: usize) -> SessionContext {
-    let ctx = context(partitions);
-    for s in [
-        "SET fintech.state_backend = 'rocksdb'".to_string(),
-        format!("SET fintech.state_path = '{}'", dir.display()),
-        format!("SET fintech.working_set_bytes = {working_set}"),
-    ] {
-        sql(&ctx, &s).await.unwrap();
-    }
-    ctx
-}
 
 async fn plan_text(ctx: &SessionContext, q: &str) -> String {
     table_text(&sql(ctx, &format!("EXPLAIN {q}")).await.unwrap()).join("\n")
@@ -43,7 +29,7 @@ async fn key_order_gives_the_rows_of_time_order() {
         let data = random_ticks(seed + 70, 5_000, symbols);
         let whole = all_kernels_at_once(&data, partitions).await;
         let dir = tempfile::tempdir().unwrap();
-        let ctx = rocks(partitions, &dir.path().join("state"), working_set).await;
+        let ctx = rocks_context(partitions, &dir.path().join("state"), working_set).await;
         sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
         sql(&ctx, "SET fintech.fold_order = 'key'").await.unwrap();
         let mut out = Vec::new();
@@ -66,7 +52,7 @@ async fn key_order_gives_the_rows_of_time_order() {
 async fn auto_sorts_by_key_when_the_keys_outgrow_the_working_set() {
     let data = random_ticks(5, 3_000, 200);
     let dir = tempfile::tempdir().unwrap();
-    let ctx = rocks(2, &dir.path().join("state"), 4_000).await;
+    let ctx = rocks_context(2, &dir.path().join("state"), 4_000).await;
     sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
     register_trades(&ctx, data.clone()).unwrap();
     // A fresh pipeline keyed by strings: nothing tells how many keys there are.
@@ -132,7 +118,7 @@ async fn the_key_sort_spills_and_memory_state_fails_clearly() {
     // A 4 MiB limit, one partition: DataFusion's greedy pool serves one sort at a time.
     for (partitions, limit) in [(2, None), (1, Some("4M"))] {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = rocks(partitions, &dir.path().join("state"), 1 << 20).await;
+        let ctx = rocks_context(partitions, &dir.path().join("state"), 1 << 20).await;
         sql(&ctx, "SET fintech.fold_order = 'key'").await.unwrap();
         sql(
             &ctx,

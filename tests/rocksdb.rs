@@ -19,18 +19,6 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
-async fn rocks_context(partitions: usize, dir: &Path, working_set: usize) -> SessionContext {
-    let ctx = context(partitions);
-    for s in [
-        "SET fintech.state_backend = 'rocksdb'".to_string(),
-        format!("SET fintech.state_path = '{}'", dir.display()),
-        format!("SET fintech.working_set_bytes = {working_set}"),
-    ] {
-        sql(&ctx, &s).await.unwrap();
-    }
-    ctx
-}
-
 /// Batch by batch on RocksDB, with a working set so small that every batch stages its
 /// state, gives the rows of one query over everything, bit for bit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

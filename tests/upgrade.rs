@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{context, register_trades, sql, table_text};
+use common::{context, register_trades, rocks_context, sql, table_text};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -140,14 +140,9 @@ async fn a_directory_written_by_an_older_build_continues() {
     let state: PathBuf = dir.path().join("state");
     copy_dir(&Path::new(FIXTURES).join("rocksdb-layout2"), &state);
 
-    let ctx = context(2);
-    for s in [
-        "SET fintech.state_backend = 'rocksdb'".to_string(),
-        format!("SET fintech.state_path = '{}'", state.display()),
-        "SET fintech.pipeline = 'fixture'".to_string(),
-    ] {
-        sql(&ctx, &s).await.unwrap();
-    }
+    // The default working set.
+    let ctx = rocks_context(2, &state, 128 << 20).await;
+    sql(&ctx, "SET fintech.pipeline = 'fixture'").await.unwrap();
     register_csv(&ctx, "part2", "ticks_part2.csv", Some(COLUMNS)).await;
     // This build, per-query, over both parts at once: what the continuation must equal too.
     let whole = context(2);

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: random tick data and query plumbing.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -116,6 +117,20 @@ pub fn register_trades_chunked(
 
 pub async fn sql(ctx: &SessionContext, q: &str) -> Result<Vec<RecordBatch>> {
     ctx.sql(q).await?.collect().await
+}
+
+/// A context of `partitions` partitions with per-query or pipeline state in RocksDB at `dir`,
+/// holding at most `working_set` bytes before it stages.
+pub async fn rocks_context(partitions: usize, dir: &Path, working_set: usize) -> SessionContext {
+    let ctx = context(partitions);
+    for s in [
+        "SET fintech.state_backend = 'rocksdb'".to_string(),
+        format!("SET fintech.state_path = '{}'", dir.display()),
+        format!("SET fintech.working_set_bytes = {working_set}"),
+    ] {
+        sql(&ctx, &s).await.unwrap();
+    }
+    ctx
 }
 
 /// Every kernel over `trades`, with `seq` to line rows up.
