@@ -17,7 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryLimit};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionMapping;
@@ -29,6 +29,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     InputDistributionRequirements, PlanProperties,
 };
+use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
 use super::commit::{KeptSets, QueryRun};
@@ -387,16 +388,11 @@ fn with_batch_rows(context: &Arc<TaskContext>, rows: usize) -> Arc<TaskContext> 
     if config.batch_size() >= rows {
         return Arc::clone(context);
     }
-    Arc::new(TaskContext::new(
-        context.task_id(),
-        context.session_id(),
+    derived(
+        context,
         config.clone().with_batch_size(rows),
-        context.scalar_functions().clone(),
-        context.higher_order_functions().clone(),
-        context.aggregate_functions().clone(),
-        context.window_functions().clone(),
         context.runtime_env(),
-    ))
+    )
 }
 
 /// The task context of a key-order fold's input: where the query's memory pool has no
@@ -410,16 +406,29 @@ fn spill_bounded(context: &Arc<TaskContext>, bytes: usize) -> Result<Arc<TaskCon
         .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
         .with_object_store_registry(Arc::clone(&runtime.object_store_registry));
     builder.disk_manager = Some(Arc::clone(&runtime.disk_manager));
-    Ok(Arc::new(TaskContext::new(
+    Ok(derived(
+        context,
+        context.session_config().clone(),
+        Arc::new(builder.build()?),
+    ))
+}
+
+/// `context` with another session config and runtime: the same task and functions.
+fn derived(
+    context: &TaskContext,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+) -> Arc<TaskContext> {
+    Arc::new(TaskContext::new(
         context.task_id(),
         context.session_id(),
-        context.session_config().clone(),
+        config,
         context.scalar_functions().clone(),
         context.higher_order_functions().clone(),
         context.aggregate_functions().clone(),
         context.window_functions().clone(),
-        Arc::new(builder.build()?),
-    )))
+        runtime,
+    ))
 }
 
 /// The output properties of a key-order fold: the input's without its position column (the

@@ -71,15 +71,9 @@ impl KernelUdwf {
             let value = arg
                 .downcast_ref::<Literal>()
                 .map(|l| l.value())
-                .and_then(|v| match v {
-                    ScalarValue::Float64(Some(f)) => Some(*f),
-                    other => other
-                        .cast_to(&DataType::Float64)
-                        .ok()
-                        .and_then(|v| match v {
-                            ScalarValue::Float64(f) => f,
-                            _ => None,
-                        }),
+                .and_then(|v| match v.cast_to(&DataType::Float64) {
+                    Ok(ScalarValue::Float64(f)) => f,
+                    _ => None,
                 })
                 .ok_or_else(|| {
                     DataFusionError::Plan(format!(
