@@ -338,7 +338,19 @@ impl KeyIndex {
         slots: &mut Vec<u32>,
     ) -> Result<()> {
         let nulls = column.nulls().cloned();
-        for (i, &v) in column.values().iter().enumerate() {
+        let values = column.values();
+        // Rows whose keys all have a dense slot (the usual batch once the keys are known) take
+        // one lookup each; the general loop takes over at the first row that does not.
+        let mut known = 0;
+        if let (None, Some(dense)) = (&nulls, &self.dense) {
+            slots.reserve(values.len());
+            for &v in values.iter() {
+                let Some(s) = dense.get(v) else { break };
+                slots.push(s);
+                known += 1;
+            }
+        }
+        for (i, &v) in values.iter().enumerate().skip(known) {
             if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
                 let s = self.null_slot(keys);
                 slots.push(s);

@@ -108,12 +108,18 @@ impl Window {
             self.buf.push(x);
             return None;
         }
+        Some(self.replace_oldest(x))
+    }
+
+    /// Replaces the oldest value of a full window with `x`; returns the oldest.
+    #[inline(always)]
+    fn replace_oldest(&mut self, x: f64) -> f64 {
         let old = std::mem::replace(&mut self.buf[self.head], x);
         self.head += 1;
         if self.head == self.n {
             self.head = 0;
         }
-        Some(old)
+        old
     }
 
     /// The window in two parts, oldest first.
@@ -257,6 +263,38 @@ impl RollingState {
         }
     }
 
+    /// [`Self::push`] for the common row, with the sums on locals: the window full of finite
+    /// values, `x` finite and no recomputation due. Returns the new sums, or `None` (having
+    /// changed nothing) when the row needs the general path. The arithmetic is the general
+    /// path's, term for term.
+    #[inline(always)]
+    fn push_steady<const SQ: bool>(&mut self, x: f64) -> Option<(Sum, Sum)> {
+        let period = (self.window.n as u64).max(RECOMPUTE_EVERY);
+        let steady = self.window.is_full()
+            && x.is_finite()
+            && self.nan + self.pos_inf + self.neg_inf == 0
+            && self.since + 1 < period;
+        if !steady {
+            return None;
+        }
+        let o = self.window.replace_oldest(x);
+        let (mut sum, mut sum_sq) = (self.sum, self.sum_sq);
+        let d = x - self.shift;
+        sum.add(d);
+        if SQ {
+            sum_sq.add(d * d);
+        }
+        let d = o - self.shift;
+        sum.add(-d);
+        if SQ {
+            sum_sq.add(-(d * d));
+        }
+        self.sum = sum;
+        self.sum_sq = sum_sq;
+        self.since += 1;
+        Some((sum, sum_sq))
+    }
+
     /// The sums from the window alone, oldest value first, about a new shift: the window's
     /// newest finite value for the mean; for the standard deviation, the mean computed about
     /// that value, so that `S2` is a sum of squared deviations. A window of equal values sums
@@ -305,47 +343,60 @@ impl RollingState {
         } else if self.neg_inf > 0 {
             f64::NEG_INFINITY
         } else {
-            // k + (s + c)/n, with the quotient and the addition carried in double-double,
-            // rounded once at the end: the mean of (3, 5, 9) is 17/3 rounded, not 9 - 10/3
-            // rounded twice. The remainder of s/n is exact without FMA (which a baseline
-            // x86-64 build does not have): q is split into halves of 26 bits, whose products
-            // with n (at most 17 bits) are exact, and subtracting them from s, which they
-            // nearly equal, rounds nothing.
-            let n = self.window.n as f64;
-            let (s, c) = (self.sum.s, self.sum.c);
-            let q = s / n;
-            let split = q * 134_217_729.0; // 2^27 + 1
-            let q_hi = split - (split - q);
-            let q_lo = q - q_hi;
-            let low = ((s - q_hi * n) - q_lo * n + c) / n;
-            let m = self.shift + q;
-            let bp = m - self.shift;
-            let err = (self.shift - (m - bp)) + (q - bp);
-            m + (err + low)
+            Self::mean_about(self.shift, self.sum, self.window.n)
         }
+    }
+
+    /// `k + (s + c)/n`: the mean of a window of finite values whose sum about the shift `k`
+    /// is `s + c`.
+    #[inline(always)]
+    fn mean_about(shift: f64, sum: Sum, n: usize) -> f64 {
+        // k + (s + c)/n, with the quotient and the addition carried in double-double,
+        // rounded once at the end: the mean of (3, 5, 9) is 17/3 rounded, not 9 - 10/3
+        // rounded twice. The remainder of s/n is exact without FMA (which a baseline
+        // x86-64 build does not have): q is split into halves of 26 bits, whose products
+        // with n (at most 17 bits) are exact, and subtracting them from s, which they
+        // nearly equal, rounds nothing.
+        let n = n as f64;
+        let (s, c) = (sum.s, sum.c);
+        let q = s / n;
+        let split = q * 134_217_729.0; // 2^27 + 1
+        let q_hi = split - (split - q);
+        let q_lo = q - q_hi;
+        let low = ((s - q_hi * n) - q_lo * n + c) / n;
+        let m = shift + q;
+        let bp = m - shift;
+        let err = (shift - (m - bp)) + (q - bp);
+        m + (err + low)
     }
 
     /// `(M2, S2)`: the sum of squared deviations from the mean, and the sum of squares about
     /// the shift it is computed from (NaN while the window holds a non-finite value).
     #[inline(always)]
-    fn spread(&self) -> (f64, f64) {
+    fn spread(&self, r: &Reciprocals) -> (f64, f64) {
         if self.nan + self.pos_inf + self.neg_inf > 0 {
             return (f64::NAN, f64::NAN);
         }
-        let s1 = self.sum.value();
-        let s2 = self.sum_sq.value();
-        (s2 - s1 * (s1 / self.window.n as f64), s2)
+        Self::spread_of(self.sum, self.sum_sq, r)
+    }
+
+    /// `(M2, S2)` of a window of finite values with these sums.
+    #[inline(always)]
+    fn spread_of(sum: Sum, sum_sq: Sum, r: &Reciprocals) -> (f64, f64) {
+        let s1 = sum.value();
+        let s2 = sum_sq.value();
+        (s2 - s1 * (s1 * r.n), s2)
     }
 
     #[inline(always)]
-    fn std_of(m2: f64, n: usize) -> f64 {
+    fn std_of(m2: f64, r: &Reciprocals) -> f64 {
         // Rounding can leave a zero spread a hair below zero; NaN (n = 1) stays NaN.
         let m2 = if m2 < 0.0 { 0.0 } else { m2 };
-        (m2 / (n as f64 - 1.0)).sqrt()
+        (m2 * r.n_minus_1).sqrt()
     }
 
-    fn std(&self) -> f64 {
-        Self::std_of(self.spread().0, self.window.n)
+    fn std(&self, r: &Reciprocals) -> f64 {
+        Self::std_of(self.spread(r).0, r)
     }
 
     fn write<S: FieldSink + ?Sized, const SQ: bool>(&self, out: &mut S) {
@@ -451,6 +502,17 @@ const STD_DEF: KernelDef = KernelDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rolling<const STD: bool> {
     n: usize,
+    recip: Reciprocals,
+}
+
+/// `1/n` and `1/(n − 1)`, rounded: the update multiplies by them. Each adds at most an ulp of
+/// rounding to the term it scales (the variance, and the correction `S1²/n`, which is far
+/// smaller than `S2` with the shift near the mean), where a division would cost a row a
+/// long-latency instruction.
+#[derive(Debug, Clone, PartialEq)]
+struct Reciprocals {
+    n: f64,
+    n_minus_1: f64,
 }
 
 pub type RollingMean = Rolling<false>;
@@ -464,8 +526,13 @@ impl<const STD: bool> Kernel for Rolling<STD> {
     const DEF: &'static KernelDef = if STD { &STD_DEF } else { &MEAN_DEF };
 
     fn bind(params: &[f64]) -> KernelResult<Self> {
+        let n = params[0] as usize;
         Ok(Self {
-            n: params[0] as usize,
+            n,
+            recip: Reciprocals {
+                n: 1.0 / n as f64,
+                n_minus_1: 1.0 / (n as f64 - 1.0),
+            },
         })
     }
 
@@ -475,21 +542,30 @@ impl<const STD: bool> Kernel for Rolling<STD> {
 
     #[inline(always)]
     fn update(&self, s: &mut RollingState, x: f64) -> Option<f64> {
-        s.push::<STD>(x);
-        if !s.window.is_full() {
-            return None;
+        let steady = s.push_steady::<STD>(x);
+        if steady.is_none() {
+            s.push::<STD>(x);
+            if !s.window.is_full() {
+                return None;
+            }
         }
         if STD {
-            let (m2, s2) = s.spread();
+            let (m2, s2) = match steady {
+                Some((sum, sum_sq)) => RollingState::spread_of(sum, sum_sq, &self.recip),
+                None => s.spread(&self.recip),
+            };
             // Squares about a shift far from the window's mean (a level it has left) lose
             // the spread: recompute about the mean.
             if s2 > COND_LIMIT * m2 && s.since > 0 {
                 s.recompute::<true>();
-                return Some(s.std());
+                return Some(s.std(&self.recip));
             }
-            Some(RollingState::std_of(m2, s.window.n))
+            Some(RollingState::std_of(m2, &self.recip))
         } else {
-            let mean = s.mean();
+            let mean = match steady {
+                Some((sum, _)) => RollingState::mean_about(s.shift, sum, self.n),
+                None => s.mean(),
+            };
             // A shift far from the window (a level it has left) costs the sum its precision:
             // recompute about a value of the window.
             if s.shift.abs() > COND_LIMIT * mean.abs().max(x.abs()) && s.since > 0 {
@@ -533,7 +609,7 @@ mod tests {
     use super::*;
 
     fn mean_of(n: usize, xs: &[f64]) -> Vec<Option<f64>> {
-        let k = RollingMean { n };
+        let k = RollingMean::bind(&[n as f64]).unwrap();
         let mut s = k.new_state();
         xs.iter().map(|x| k.update(&mut s, *x)).collect()
     }
@@ -645,7 +721,10 @@ mod tests {
             })
             .collect();
         for n in [100usize, 1000] {
-            let (km, ks) = (RollingMean { n }, RollingStd::bind(&[n as f64]).unwrap());
+            let (km, ks) = (
+                RollingMean::bind(&[n as f64]).unwrap(),
+                RollingStd::bind(&[n as f64]).unwrap(),
+            );
             let (mut sm, mut ss) = (km.new_state(), ks.new_state());
             let (mut worst_mean, mut worst_std) = (0.0f64, 0.0f64);
             for (i, &x) in xs.iter().enumerate() {
