@@ -343,12 +343,14 @@ impl KeyIndex {
         // one lookup each; the general loop takes over at the first row that does not.
         let mut known = 0;
         if let (None, Some(dense)) = (&nulls, &self.dense) {
-            slots.reserve(values.len());
-            for &v in values.iter() {
+            let start = slots.len();
+            slots.resize(start + values.len(), 0);
+            for (slot, &v) in slots[start..].iter_mut().zip(values.iter()) {
                 let Some(s) = dense.get(v) else { break };
-                slots.push(s);
+                *slot = s;
                 known += 1;
             }
+            slots.truncate(start + known);
         }
         for (i, &v) in values.iter().enumerate().skip(known) {
             if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
