@@ -383,7 +383,7 @@ impl ExecutionPlan for KeyedStateExec {
 pub const BOUNDED_BATCH_ROWS: usize = 32_768;
 
 /// `context` with batches of at least `rows` rows.
-fn with_batch_rows(context: &Arc<TaskContext>, rows: usize) -> Arc<TaskContext> {
+pub(crate) fn with_batch_rows(context: &Arc<TaskContext>, rows: usize) -> Arc<TaskContext> {
     let config = context.session_config();
     if config.batch_size() >= rows {
         return Arc::clone(context);

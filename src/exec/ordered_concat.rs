@@ -33,6 +33,8 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::operator::with_batch_rows;
+
 /// Memory the groups decoded ahead of their turn may take, all together. A few batches per
 /// group keep the other cores decoding; more only holds fresh memory (10M rows from one file
 /// in two pieces: peak RSS 142–168 MB with 32 MiB, 220–237 MB with 256 MiB, in the same time).
@@ -143,8 +145,14 @@ impl ExecutionPlan for OrderedConcatExec {
             wanted = 0;
         }
         let share = wanted / (window - 1);
+        // A hash repartition deals each batch to `target_partitions` outputs; batches of that
+        // many times the batch size leave each output a share its coalescer passes on
+        // (shares up to half the batch size are copied into new batches).
+        let rows =
+            context.session_config().batch_size() * context.session_config().target_partitions();
+        let input_context = with_batch_rows(&context, rows);
         let streams = (0..groups)
-            .map(|g| self.input.execute(g, Arc::clone(&context)).map(Some))
+            .map(|g| self.input.execute(g, Arc::clone(&input_context)).map(Some))
             .collect::<Result<Vec<_>>>()?;
         let mut concat = ConcatStream {
             schema: self.schema(),
