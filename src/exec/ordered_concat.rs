@@ -40,6 +40,10 @@ use super::operator::with_batch_rows;
 /// in two pieces: peak RSS 142–168 MB with 32 MiB, 220–237 MB with 256 MiB, in the same time).
 pub const READ_AHEAD_BYTES: usize = 32 << 20;
 
+/// Largest batch the pieces are read in, by the widths of its columns (32 bytes a value for
+/// columns of varying width), unless the session's batch size is larger.
+const BATCH_BYTES: usize = 8 << 20;
+
 /// Batches a group being read in its turn holds before the consumer takes them.
 const IN_TURN_BATCHES: usize = 2;
 
@@ -147,9 +151,18 @@ impl ExecutionPlan for OrderedConcatExec {
         let share = wanted / (window - 1);
         // A hash repartition deals each batch to `target_partitions` outputs; batches of that
         // many times the batch size leave each output a share its coalescer passes on
-        // (shares up to half the batch size are copied into new batches).
-        let rows =
-            context.session_config().batch_size() * context.session_config().target_partitions();
+        // (shares up to half the batch size are copied into new batches). Wide rows keep the
+        // session's batch size or batches of at most `BATCH_BYTES`.
+        let config = context.session_config();
+        let width: usize = self
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().primitive_width().unwrap_or(32))
+            .sum();
+        let rows = (config.batch_size() * config.target_partitions())
+            .min(BATCH_BYTES / width.max(1))
+            .max(config.batch_size());
         let input_context = with_batch_rows(&context, rows);
         let streams = (0..groups)
             .map(|g| self.input.execute(g, Arc::clone(&input_context)).map(Some))
