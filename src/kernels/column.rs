@@ -26,8 +26,10 @@ pub const HEADER_LEN: usize = 17;
 /// No stored record.
 const NOT_STORED: u32 = u32::MAX;
 
-/// One key's state of one kernel, with its bookkeeping.
+/// One key's state of one kernel, with its bookkeeping. Entries start at cache lines, so that
+/// the fold's prefetch of an entry's lines covers all of it.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub struct Entry<S> {
     /// Rows applied to the state so far.
     pub rows: u64,
