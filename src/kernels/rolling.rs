@@ -258,9 +258,15 @@ impl RollingState {
         self.since += 1;
         // The window just filled: its sums were taken about its first value.
         let filled = old.is_none() && self.window.is_full();
-        if filled || self.since >= (self.window.n as u64).max(RECOMPUTE_EVERY) {
+        if filled || self.since >= self.recompute_period() {
             self.recompute::<SQ>();
         }
+    }
+
+    /// Values between two recomputations of the sums from the window.
+    #[inline(always)]
+    fn recompute_period(&self) -> u64 {
+        (self.window.n as u64).max(RECOMPUTE_EVERY)
     }
 
     /// [`Self::push`] for the common row, with the sums on locals: the window full of finite
@@ -269,11 +275,10 @@ impl RollingState {
     /// path's, term for term.
     #[inline(always)]
     fn push_steady<const SQ: bool>(&mut self, x: f64) -> Option<(Sum, Sum)> {
-        let period = (self.window.n as u64).max(RECOMPUTE_EVERY);
         let steady = self.window.is_full()
             && x.is_finite()
             && self.nan + self.pos_inf + self.neg_inf == 0
-            && self.since + 1 < period;
+            && self.since + 1 < self.recompute_period();
         if !steady {
             return None;
         }
