@@ -340,7 +340,7 @@ impl RollingState {
         }
     }
 
-    fn mean(&self) -> f64 {
+    fn mean(&self, r: &Reciprocals) -> f64 {
         if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) {
             f64::NAN
         } else if self.pos_inf > 0 {
@@ -348,27 +348,29 @@ impl RollingState {
         } else if self.neg_inf > 0 {
             f64::NEG_INFINITY
         } else {
-            Self::mean_about(self.shift, self.sum, self.window.n)
+            Self::mean_about(self.shift, self.sum, self.window.n, r)
         }
     }
 
     /// `k + (s + c)/n`: the mean of a window of finite values whose sum about the shift `k`
     /// is `s + c`.
     #[inline(always)]
-    fn mean_about(shift: f64, sum: Sum, n: usize) -> f64 {
+    fn mean_about(shift: f64, sum: Sum, n: usize, r: &Reciprocals) -> f64 {
         // k + (s + c)/n, with the quotient and the addition carried in double-double,
         // rounded once at the end: the mean of (3, 5, 9) is 17/3 rounded, not 9 - 10/3
-        // rounded twice. The remainder of s/n is exact without FMA (which a baseline
-        // x86-64 build does not have): q is split into halves of 26 bits, whose products
-        // with n (at most 17 bits) are exact, and subtracting them from s, which they
-        // nearly equal, rounds nothing.
+        // rounded twice. q = s·(1/n) is within an ulp or two of s/n, and the remainder
+        // s − q·n is exact without FMA (which a baseline x86-64 build does not have): q is
+        // split into halves of 26 bits, whose products with n (at most 17 bits) are exact,
+        // and subtracting them from s, which they nearly equal, rounds nothing. The
+        // remainder, scaled by 1/n, corrects q's error.
+        let n_inv = r.n;
         let n = n as f64;
         let (s, c) = (sum.s, sum.c);
-        let q = s / n;
+        let q = s * n_inv;
         let split = q * 134_217_729.0; // 2^27 + 1
         let q_hi = split - (split - q);
         let q_lo = q - q_hi;
-        let low = ((s - q_hi * n) - q_lo * n + c) / n;
+        let low = ((s - q_hi * n) - q_lo * n + c) * n_inv;
         let m = shift + q;
         let bp = m - shift;
         let err = (shift - (m - bp)) + (q - bp);
@@ -568,14 +570,14 @@ impl<const STD: bool> Kernel for Rolling<STD> {
             Some(RollingState::std_of(m2, &self.recip))
         } else {
             let mean = match steady {
-                Some((sum, _)) => RollingState::mean_about(s.shift, sum, self.n),
-                None => s.mean(),
+                Some((sum, _)) => RollingState::mean_about(s.shift, sum, self.n, &self.recip),
+                None => s.mean(&self.recip),
             };
             // A shift far from the window (a level it has left) costs the sum its precision:
             // recompute about a value of the window.
             if s.shift.abs() > COND_LIMIT * mean.abs().max(x.abs()) && s.since > 0 {
                 s.recompute::<false>();
-                return Some(s.mean());
+                return Some(s.mean(&self.recip));
             }
             Some(mean)
         }
