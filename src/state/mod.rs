@@ -10,6 +10,8 @@ pub mod codec;
 pub mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+#[cfg(feature = "tonbo")]
+pub mod tonbo;
 
 use std::collections::HashSet;
 use std::fmt::Debug;
