@@ -56,23 +56,17 @@ async fn state_rows_round_trip_through_tonbo_on_disk() {
     let batch = states(1000);
     let theirs = to_tonbo(&batch).unwrap();
     let schema = theirs.schema();
-    {
-        let db = DbBuilder::from_schema_key_name(Arc::clone(&schema), "k")
+    let open = || async {
+        DbBuilder::from_schema_key_name(Arc::clone(&schema), "k")
             .unwrap()
             .on_disk(dir.path())
             .unwrap()
             .open()
             .await
-            .unwrap();
-        db.ingest(theirs).await.unwrap();
-    }
-    let db = DbBuilder::from_schema_key_name(schema, "k")
-        .unwrap()
-        .on_disk(dir.path())
-        .unwrap()
-        .open()
-        .await
-        .unwrap();
+            .unwrap()
+    };
+    open().await.ingest(theirs).await.unwrap();
+    let db = open().await;
     let range = Expr::and(vec![
         Expr::gt_eq("k", ScalarValue::from(100_i64)),
         Expr::lt("k", ScalarValue::from(200_i64)),
