@@ -71,24 +71,18 @@ async fn state_rows_round_trip_through_tonbo_on_disk() {
         Expr::gt_eq("k", ScalarValue::from(100_i64)),
         Expr::lt("k", ScalarValue::from(200_i64)),
     ]);
-    let found: Vec<RecordBatch> = db
-        .scan()
-        .filter(range)
-        .collect()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| from_tonbo(b).unwrap())
-        .collect();
-    assert_eq!(sorted_by_key(found), batch.slice(100, 100));
-    let all: Vec<RecordBatch> = db
-        .scan()
-        .filter(Expr::is_not_null("k"))
-        .collect()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| from_tonbo(b).unwrap())
-        .collect();
-    assert_eq!(sorted_by_key(all), batch);
+    let scan = |filter: Expr| {
+        let db = &db;
+        async move {
+            let batches = db.scan().filter(filter).collect().await.unwrap();
+            sorted_by_key(
+                batches
+                    .into_iter()
+                    .map(|b| from_tonbo(b).unwrap())
+                    .collect(),
+            )
+        }
+    };
+    assert_eq!(scan(range).await, batch.slice(100, 100));
+    assert_eq!(scan(Expr::is_not_null("k")).await, batch);
 }
