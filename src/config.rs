@@ -174,8 +174,8 @@ pub fn backend_unavailable(backend: &str) -> DataFusionError {
         )
     } else if BACKENDS.contains(&backend) {
         DataFusionError::Configuration(format!(
-            "fintech.state_backend '{backend}' is not available in this build of \
-             datafusion-fintech yet; use 'memory' or 'rocksdb'"
+            "fintech.state_backend '{backend}' is not implemented yet in this version of \
+             datafusion-fintech; use 'memory' or 'rocksdb'"
         ))
     } else {
         DataFusionError::Configuration(format!(
