@@ -1,0 +1,11 @@
+mod common;
+mod compaction;
+mod compaction_correctness;
+mod flush;
+mod ingest;
+mod metadata;
+mod recovery;
+mod scan;
+mod seal_policy;
+mod wal;
+mod wal_pruning;

@@ -1,0 +1,14 @@
+pub mod backend;
+pub mod common;
+pub mod compaction_gc_e2e;
+pub mod compaction_loop_spawn;
+pub mod conflict_e2e;
+pub mod durability_public;
+pub mod public_api_e2e;
+pub mod read_smoke;
+pub mod scan_plan_e2e;
+pub mod swmr_snapshot_stability_e2e;
+pub mod time_travel_e2e;
+pub mod wal_policy_e2e;
+pub mod wal_rotation_e2e;
+pub mod wasm_compat_e2e;
