@@ -161,21 +161,17 @@ const ENTRIES: &[(&str, &str)] = &[
 
 /// Backends this build can open.
 pub fn backend_available(backend: &str) -> bool {
-    backend == "memory" || (backend == "rocksdb" && cfg!(feature = "rocksdb"))
+    backend == "memory"
+        || (backend == "rocksdb" && cfg!(feature = "rocksdb"))
+        || (backend == "tonbo" && cfg!(feature = "tonbo"))
 }
 
 /// The error for a backend this build cannot open.
 pub fn backend_unavailable(backend: &str) -> DataFusionError {
-    if backend == "rocksdb" {
-        DataFusionError::Configuration(
-            "fintech.state_backend 'rocksdb' is not compiled into this build: enable the \
-             'rocksdb' cargo feature of datafusion-fintech (on by default)"
-                .into(),
-        )
-    } else if BACKENDS.contains(&backend) {
+    if BACKENDS.contains(&backend) {
         DataFusionError::Configuration(format!(
-            "fintech.state_backend '{backend}' is not implemented yet in this version of \
-             datafusion-fintech; use 'memory' or 'rocksdb'"
+            "fintech.state_backend '{backend}' is not compiled into this build: enable the \
+             '{backend}' cargo feature of datafusion-fintech (on by default)"
         ))
     } else {
         DataFusionError::Configuration(format!(

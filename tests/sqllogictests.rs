@@ -5,7 +5,7 @@
 //! `-- --complete FILTER` rewrites the expected results of those files from a memory run with
 //! one partition on memory, or `FINTECH_SLT_PARTITIONS` partitions on `FINTECH_SLT_BACKEND`
 //! (read the diff before committing it).
-//! Files may use `onlyif`/`skipif` with the labels `memory` / `rocksdb` (the backend) and
+//! Files may use `onlyif`/`skipif` with the labels `memory` / `rocksdb` / `tonbo` (the backend) and
 //! `partitions-1` / `partitions-4`.
 
 use std::path::{Path, PathBuf};
@@ -19,10 +19,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 
 /// The state backends every suite runs on. Adding a backend is one entry here.
-#[cfg(feature = "rocksdb")]
-const BACKENDS: &[&str] = &["memory", "rocksdb"];
-#[cfg(not(feature = "rocksdb"))]
-const BACKENDS: &[&str] = &["memory"];
+const BACKENDS: &[&str] = &[
+    "memory",
+    #[cfg(feature = "rocksdb")]
+    "rocksdb",
+    #[cfg(feature = "tonbo")]
+    "tonbo",
+];
 const PARTITIONS: &[usize] = &[1, 4];
 
 struct FintechDb {

@@ -1,15 +1,25 @@
 //! A kernel's state fields as Arrow columns: the schema `fintech_state` shows and a columnar
-//! store keeps, and a [`FieldSink`] that appends states to it row by row.
+//! store keeps ([`state_table_fields`]), a [`FieldSink`] that appends states to it row by row,
+//! and the conversions between records and such rows ([`state_rows`], [`RowRecords`]).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, TimestampNanosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Array, Int64Builder,
+    ListBuilder, RecordBatch, TimestampNanosecondBuilder, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType,
+    UInt64Type,
+};
+use datafusion::error::{DataFusionError, Result};
 
-use crate::kernels::fields::FieldSink;
-use crate::kernels::{FieldType, KernelDef};
+use super::StateInfo;
+use super::codec::decode_keys;
+use crate::kernels::column::{RecordHeader, encode_header};
+use crate::kernels::fields::{Bytes, FieldSink};
+use crate::kernels::{BoundKernel, FieldType, KernelDef};
 
 /// The Arrow type of a state field.
 pub fn data_type(t: FieldType) -> DataType {
@@ -31,6 +41,118 @@ pub fn state_fields(def: &KernelDef) -> Vec<Field> {
             Field::new(f.name, data_type(f.ty), nullable)
         })
         .collect()
+}
+
+/// The columns of a state's table: the key columns under their own names, the state fields,
+/// `rows_applied` and `last_applied` (the last ORDER BY value, of the ORDER BY type).
+pub fn state_table_fields(info: &StateInfo, def: &KernelDef) -> Vec<Field> {
+    let mut fields: Vec<Field> = info
+        .key_columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+        .collect();
+    fields.extend(state_fields(def));
+    fields.push(Field::new("rows_applied", DataType::UInt64, false));
+    fields.push(Field::new("last_applied", info.order_type.clone(), true));
+    fields
+}
+
+/// The rows of a state's table (`schema`, of [`state_table_fields`]) for `(key, record)`
+/// pairs.
+pub fn state_rows<'a>(
+    schema: &SchemaRef,
+    info: &StateInfo,
+    kernel: &BoundKernel,
+    pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<RecordBatch> {
+    let n = pairs.len();
+    let mut keys = Vec::with_capacity(n);
+    let mut states = kernel.new_column();
+    let mut builders = FieldBuilders::new(kernel.def());
+    let mut rows = Vec::with_capacity(n);
+    let mut last = Vec::with_capacity(n);
+    for (slot, (key, record)) in pairs.enumerate() {
+        keys.push(key);
+        states.push_record(record).map_err(|e| {
+            DataFusionError::Execution(format!(
+                "stored state of {} cannot be decoded ({e})",
+                info.state_id
+            ))
+        })?;
+        states.write_fields(slot, &mut builders);
+        rows.push(states.rows(slot));
+        last.push(states.last_order(slot));
+    }
+    let mut columns = decode_keys(&keys, &info.key_columns)?;
+    columns.extend(builders.finish());
+    columns.push(Arc::new(UInt64Array::from(rows)));
+    let last: ArrayRef = Arc::new(Int64Array::from(last));
+    columns.push(cast(&last, &info.order_type)?);
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The records of the rows of a batch of a state's table: its state-field columns from
+/// `first_field` on, then `rows_applied` and `last_applied`.
+pub struct RowRecords<'a> {
+    def: &'static KernelDef,
+    fields: &'a [ArrayRef],
+    rows: &'a UInt64Array,
+    last: Int64Array,
+}
+
+impl<'a> RowRecords<'a> {
+    pub fn new(
+        batch: &'a RecordBatch,
+        first_field: usize,
+        def: &'static KernelDef,
+    ) -> Result<Self> {
+        let n = def.fields.len();
+        let columns = batch.columns();
+        if columns.len() != first_field + n + 2 {
+            return Err(DataFusionError::Internal(format!(
+                "a {} state row has {} columns, expected {}",
+                def.name,
+                columns.len(),
+                first_field + n + 2
+            )));
+        }
+        let last = cast(&columns[first_field + n + 1], &DataType::Int64)?;
+        Ok(Self {
+            def,
+            fields: &columns[first_field..first_field + n],
+            rows: columns[first_field + n].as_primitive::<UInt64Type>(),
+            last: last.as_primitive::<Int64Type>().clone(),
+        })
+    }
+
+    /// Appends the record of row `row` to `out`, in the encoding this build writes.
+    pub fn record(&self, row: usize, out: &mut Vec<u8>) {
+        let header = RecordHeader {
+            rows: self.rows.value(row),
+            last_order: self.last.is_valid(row).then(|| self.last.value(row)),
+            version: self.def.version,
+        };
+        encode_header(&header, out);
+        let mut sink = Bytes(out);
+        for (field, column) in self.def.fields.iter().zip(self.fields) {
+            let valid = column.is_valid(row);
+            match field.ty {
+                FieldType::F64 => sink.f64(column.as_primitive::<Float64Type>().value(row)),
+                FieldType::OptF64 => {
+                    sink.opt_f64(valid.then(|| column.as_primitive::<Float64Type>().value(row)))
+                }
+                FieldType::I64 => sink.i64(column.as_primitive::<Int64Type>().value(row)),
+                FieldType::Bool => sink.bool(column.as_boolean().value(row)),
+                FieldType::Timestamp => sink.timestamp(
+                    valid.then(|| column.as_primitive::<TimestampNanosecondType>().value(row)),
+                ),
+                FieldType::ListF64 => {
+                    let list = column.as_list::<i32>().value(row);
+                    sink.list_f64(&[list.as_primitive::<Float64Type>().values()]);
+                }
+            }
+        }
+    }
 }
 
 enum Builder {

@@ -47,7 +47,8 @@ impl KeyType {
         })
     }
 
-    fn canonical(&self) -> DataType {
+    /// The type a key column of this key type is stored as.
+    pub fn canonical(&self) -> DataType {
         match self {
             KeyType::Utf8 => DataType::Utf8,
             KeyType::Int64 => DataType::Int64,

@@ -1,30 +1,31 @@
-//! The metadata records: a pipeline's (commits, last commit and tag, an attempt in flight)
-//! and a state's (its number, key and byte counts, and its `StateInfo`).
+//! The metadata records every persistent store keeps, in one byte encoding: a pipeline's
+//! (commits, last commit and tag, an attempt in flight) and a state's (its number, key and
+//! byte counts, and its `StateInfo`).
 
 use std::str::FromStr;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 
-use super::super::codec::KeyColumn;
-use super::super::{PipelineInfo, StateInfo};
+use super::codec::KeyColumn;
+use super::{PipelineInfo, StateInfo};
 use crate::kernels::fields::{ByteReader as Reader, FieldSource};
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct PipelineMeta {
-    pub(super) commits: u64,
-    pub(super) last_commit_micros: Option<i64>,
-    pub(super) last_commit_tag: Option<String>,
+pub(crate) struct PipelineMeta {
+    pub(crate) commits: u64,
+    pub(crate) last_commit_micros: Option<i64>,
+    pub(crate) last_commit_tag: Option<String>,
     /// An attempt that staged updates and has not committed or rolled back.
-    pub(super) in_flight: Option<u64>,
+    pub(crate) in_flight: Option<u64>,
 }
 
-pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-pub(super) fn get_str(r: &mut Reader) -> Result<String> {
+pub(crate) fn get_str(r: &mut Reader) -> Result<String> {
     let len = r.u32().map_err(|e| DataFusionError::Execution(e.0))? as usize;
     let mut bytes = Vec::with_capacity(len);
     for _ in 0..len {
@@ -33,12 +34,12 @@ pub(super) fn get_str(r: &mut Reader) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| DataFusionError::Execution("bad UTF-8".into()))
 }
 
-pub(super) fn kerr(e: crate::kernels::KernelError) -> DataFusionError {
+pub(crate) fn kerr(e: crate::kernels::KernelError) -> DataFusionError {
     DataFusionError::Execution(e.0)
 }
 
 /// A reader positioned after the version byte of a metadata record (version 1).
-pub(super) fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<'a>> {
+pub(crate) fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<'a>> {
     let mut r = Reader::new(bytes);
     let version = r.u8().map_err(kerr)?;
     if version != 1 {
@@ -52,7 +53,7 @@ pub(super) fn metadata_reader<'a>(bytes: &'a [u8], what: &str) -> Result<Reader<
 impl PipelineMeta {
     /// The pipeline as listed, if it exists for users: once it has committed (a pipeline
     /// whose attempts all failed, or a scratch pipeline, never has).
-    pub(super) fn listed(self, name: &str) -> Option<PipelineInfo> {
+    pub(crate) fn listed(self, name: &str) -> Option<PipelineInfo> {
         (self.commits > 0).then(|| PipelineInfo {
             name: name.to_string(),
             commits: self.commits,
@@ -61,7 +62,7 @@ impl PipelineMeta {
         })
     }
 
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
         out.extend_from_slice(&self.commits.to_le_bytes());
         match self.last_commit_micros {
@@ -88,7 +89,7 @@ impl PipelineMeta {
         out
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = metadata_reader(bytes, "pipeline metadata")?;
         let commits = r.u64().map_err(kerr)?;
         let last_commit_micros = match r.u8().map_err(kerr)? {
@@ -114,15 +115,15 @@ impl PipelineMeta {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct StateMeta {
-    pub(super) state_no: u32,
-    pub(super) keys: u64,
-    pub(super) bytes: u64,
-    pub(super) info: StateInfo,
+pub(crate) struct StateMeta {
+    pub(crate) state_no: u32,
+    pub(crate) keys: u64,
+    pub(crate) bytes: u64,
+    pub(crate) info: StateInfo,
 }
 
 impl StateMeta {
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
         out.extend_from_slice(&self.state_no.to_le_bytes());
         out.extend_from_slice(&self.keys.to_le_bytes());
@@ -146,7 +147,7 @@ impl StateMeta {
         out
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = metadata_reader(bytes, "state metadata")?;
         let state_no = r.u32().map_err(kerr)?;
         let keys = r.u64().map_err(kerr)?;
@@ -191,5 +192,44 @@ impl StateMeta {
                 reads_from: encoding_version,
             },
         })
+    }
+}
+
+/// The registry entry of `info` in `pipeline` after a commit that uses it: `stored` when the
+/// state exists (refused if it disagrees with `info`; raised to `info`'s encoding version when
+/// that is newer), else a new entry numbered `*next_state`, which is then advanced.
+pub(crate) fn register(
+    stored: Option<StateMeta>,
+    info: &StateInfo,
+    next_state: &mut u32,
+    pipeline: &str,
+    location: &str,
+) -> Result<StateMeta> {
+    match stored {
+        Some(mut meta) => {
+            if let Some(why) = meta.info.mismatch(info) {
+                return Err(DataFusionError::Execution(format!(
+                    "pipeline '{pipeline}' in {location}: {why}"
+                )));
+            }
+            if meta.info.encoding_version < info.encoding_version {
+                // Records of the newer encoding are written from now on, and this build reads
+                // both: the state records the newer version.
+                meta.info.encoding_version = info.encoding_version;
+                meta.info.reads_from = info.encoding_version;
+                return Ok(meta);
+            }
+            Ok(meta)
+        }
+        None => {
+            let meta = StateMeta {
+                state_no: *next_state,
+                keys: 0,
+                bytes: 0,
+                info: info.clone(),
+            };
+            *next_state += 1;
+            Ok(meta)
+        }
     }
 }

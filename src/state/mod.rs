@@ -8,6 +8,7 @@
 pub mod arrow;
 pub mod codec;
 pub mod memory;
+pub(crate) mod meta;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
 #[cfg(feature = "tonbo")]
@@ -270,6 +271,9 @@ pub trait StateStore: Debug + Send + Sync {
     fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()>;
 }
 
+/// The file that marks a directory as a Tonbo state store (checked by every backend).
+pub(crate) const TONBO_MARKER: &str = "FINTECH_TONBO";
+
 /// Names of per-query scratch pipelines start with this (a NUL: no SQL string names it).
 pub const SCRATCH_PREFIX: &str = "\0scratch:";
 
@@ -354,6 +358,8 @@ impl StoreRegistry {
             "memory" => Arc::new(memory::MemoryStore::new(path)),
             #[cfg(feature = "rocksdb")]
             "rocksdb" => Arc::new(rocksdb::RocksStore::open(path, settings)?),
+            #[cfg(feature = "tonbo")]
+            "tonbo" => Arc::new(tonbo::TonboStore::open(path)?),
             other => return Err(crate::config::backend_unavailable(other)),
         };
         stores.insert(id, Arc::clone(&store));

@@ -6,9 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Int64Array, UInt64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
@@ -26,8 +25,8 @@ use datafusion::physical_plan::{
 
 use super::{arity, session_store, string_arg};
 use crate::kernels::BoundKernel;
-use crate::state::arrow::{FieldBuilders, state_fields};
-use crate::state::codec::{decode_keys, encode_keys};
+use crate::state::arrow::{state_rows, state_table_fields};
+use crate::state::codec::encode_keys;
 use crate::state::{StateInfo, StateStore, StoreRegistry};
 
 const USAGE: &str = "fintech_state('pipeline', 'state_id')";
@@ -82,20 +81,13 @@ pub struct StateTable {
 impl StateTable {
     pub fn try_new(store: Arc<dyn StateStore>, pipeline: String, info: StateInfo) -> Result<Self> {
         let kernel = info.bind_kernel().map_err(DataFusionError::Execution)?;
-        let mut fields: Vec<Field> = info
-            .key_columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.data_type.clone(), true))
-            .collect();
-        fields.extend(state_fields(kernel.def()));
-        fields.push(Field::new("rows_applied", DataType::UInt64, false));
-        fields.push(Field::new("last_applied", info.order_type.clone(), true));
+        let schema = Arc::new(Schema::new(state_table_fields(&info, kernel.def())));
         Ok(Self {
             store,
             pipeline,
             info,
             kernel,
-            schema: Arc::new(Schema::new(fields)),
+            schema,
         })
     }
 
@@ -270,28 +262,12 @@ impl StateScanExec {
             }
             None => t.store.scan(&t.pipeline, &t.info.state_id)?,
         };
-        let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_slice()).collect();
-        let mut columns = decode_keys(&keys, &t.info.key_columns)?;
-        let mut states = t.kernel.new_column();
-        let mut builders = FieldBuilders::new(t.kernel.def());
-        let mut rows = Vec::with_capacity(pairs.len());
-        let mut last = Vec::with_capacity(pairs.len());
-        for (slot, (_, record)) in pairs.iter().enumerate() {
-            states.push_record(record).map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "stored state of {} cannot be decoded ({e})",
-                    t.info.state_id
-                ))
-            })?;
-            states.write_fields(slot, &mut builders);
-            rows.push(states.rows(slot));
-            last.push(states.last_order(slot));
-        }
-        columns.extend(builders.finish());
-        columns.push(Arc::new(UInt64Array::from(rows)));
-        let last: ArrayRef = Arc::new(Int64Array::from(last));
-        columns.push(cast(&last, &t.info.order_type)?);
-        let batch = RecordBatch::try_new(Arc::clone(&t.schema), columns)?;
+        let batch = state_rows(
+            &t.schema,
+            &t.info,
+            &t.kernel,
+            pairs.iter().map(|(k, r)| (k.as_slice(), r.as_slice())),
+        )?;
         match &self.projection {
             Some(p) => Ok(batch.project(p)?),
             None => Ok(batch),

@@ -36,10 +36,10 @@
 //! Layout 1 (before the commit log) is layout 2 without log entries: a layout-1 directory is
 //! opened and its marker is rewritten to layout 2, so that an older build refuses it.
 //!
-//! The files: `layout.rs` the key spaces and keys, `meta.rs` the pipeline and state metadata
-//! records, `data_keys.rs` data keys built in key order on every core (for commits and
-//! stages), `log.rs` the commit log, `read_ahead.rs` states read whole, `tests.rs` the unit tests;
-//! this file the store.
+//! The files: `layout.rs` the key spaces and keys, `data_keys.rs` data keys built in key order
+//! on every core (for commits and stages), `log.rs` the commit log, `read_ahead.rs` states read
+//! whole, `tests.rs` the unit tests; this file the store. The metadata records are the
+//! backend-independent ones of [`super::meta`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
@@ -61,12 +61,12 @@ use read_ahead::{READ_AHEAD_RATIO, ReadAhead, Records, Span};
 mod data_keys;
 mod layout;
 mod log;
-mod meta;
+
 mod read_ahead;
 
+use super::meta::{PipelineMeta, StateMeta};
 use data_keys::{DataKeys, PARALLEL_KEYS, on_threads, threads_for};
 use layout::*;
-use meta::{PipelineMeta, StateMeta};
 
 /// A read of at least 1/SWEEP_RATIO of a state's keys walks the state instead of looking
 /// each key up.

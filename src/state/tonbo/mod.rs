@@ -1,8 +1,835 @@
-//! Tonbo, an Arrow-native LSM store on local disk or an object store, as a columnar state
-//! store.
+//! The Tonbo backend: pipeline state as Arrow columns in Tonbo, an Arrow-native LSM store
+//! (Parquet files, a write-ahead log and a manifest).
 //!
-//! Tonbo is built on arrow 57 and DataFusion on arrow 59; both are in the build, and
-//! [`bridge`] moves record batches between them without copying. The store itself is not
-//! implemented yet: `fintech.state_backend` accepts `memory` and `rocksdb`.
+//! One directory per `fintech.state_path`:
+//!
+//! ```text
+//! FINTECH_TONBO     layout marker: "datafusion-fintech/tonbo/1"
+//! LOCK              locked (flock) by the process that has the store open
+//! meta/             Tonbo table (k Utf8, v Binary): pipeline and state metadata, redo records
+//! states/<n>/       Tonbo table of state number n: `__key` and the state's columns (table.rs)
+//! ```
+//!
+//! Metadata rows (`k`): `next_state`; `p` + pipeline → [`PipelineMeta`]; `s` + the pipeline's
+//! length (8 digits) + pipeline + state id → [`StateMeta`]; `redo` + chunk number → a chunk
+//! of the redo record of the last commit ([`redo`]).
+//!
+//! A commit is one ingest into the metadata table — the pipeline's and its states' metadata,
+//! and the redo record of every state record the query writes — followed by one ingest per
+//! state table and a last one that deletes the redo record. The first ingest is the commit
+//! point: Tonbo applies an ingest whole or not at all after a crash, and a redo record found
+//! on open is applied again (its writes are upserts, so applying them twice is applying them
+//! once). Within the process, a commit holds the store's writer lock until the state tables
+//! are written, and reads wait for it.
+//!
+//! Tonbo's scans are correct but its point reads are not usable (`Transaction::get` does not
+//! read flushed files) and an `IN` filter of many keys is slow, so a query reads each state it
+//! uses with one scan, the first time it asks for one of its keys, and keeps the batches
+//! indexed by key until the query ends ([`table::Loaded`]). The metadata table is read whole
+//! when the store opens and kept in memory: this process is its only writer.
+//!
+//! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so every call
+//! into Tonbo runs on a thread of its own that blocks on that runtime ([`TonboStore::run`]).
+//! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59).
 
 pub mod bridge;
+mod redo;
+mod table;
+
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::HashMap;
+use datafusion::error::{DataFusionError, Result};
+use futures::TryStreamExt;
+use tokio::runtime::Runtime;
+use tonbo::db::{BatchesThreshold, CompactionOptions, DB};
+use tonbo::prelude::{DbBuilder, Expr, ScalarValue};
+
+use super::memory::now_micros;
+use super::meta::{PipelineMeta, StateMeta, register};
+use super::{
+    Commit, PipelineInfo, StateInfo, StateStore, StateSummary, TONBO_MARKER, already_committed,
+};
+use bridge::{from_tonbo, to_tonbo};
+use table::{KEY, Loaded, TableSchema};
+
+type Db = DB<fusio::disk::LocalFs, fusio::executor::tokio::TokioExecutor>;
+
+/// What the marker file holds.
+const LAYOUT: &str = "datafusion-fintech/tonbo/1";
+const LOCK: &str = "LOCK";
+/// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
+const POINT_READS: usize = 64;
+
+/// A Tonbo state store, as a registration has it open.
+pub struct TonboStore {
+    store: Arc<Store>,
+}
+
+/// An open Tonbo state store. It stays open until the process exits, whether a registration
+/// uses it or not: Tonbo's background work for its tables (writing memtables to files,
+/// compaction) has no end that can be waited for, and a second opening of the same tables
+/// while it runs fails or loses writes. A registration that opens the directory again gets
+/// this one back.
+struct Store {
+    /// Whether a registration has the store open.
+    in_use: AtomicBool,
+    path: PathBuf,
+    location: String,
+    meta: Table,
+    /// The metadata table's rows, as committed.
+    rows: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Serializes commits; held while a commit writes the state tables.
+    write: Mutex<()>,
+    /// Open state tables, by state number.
+    tables: Mutex<HashMap<u32, Arc<StateTable>>>,
+    /// States a running query has read, by (pipeline, state id); dropped when it ends.
+    loaded: Mutex<HashMap<(String, String), Arc<Loaded>>>,
+    /// Held (locked) while the store is open.
+    _lock: File,
+}
+
+/// An open Tonbo database (one table).
+struct Table {
+    db: Db,
+}
+
+/// One state's open Tonbo table.
+struct StateTable {
+    schema: TableSchema,
+    table: Table,
+}
+
+/// The stores this process opened, by canonical path.
+static OPEN: Mutex<Option<HashMap<PathBuf, Arc<Store>>>> = Mutex::new(None);
+
+impl Drop for TonboStore {
+    fn drop(&mut self) {
+        self.store.in_use.store(false, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for TonboStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TonboStore({})", self.store.path.display())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> DataFusionError {
+    DataFusionError::Execution(format!("cannot {what} {}: {e}", path.display()))
+}
+
+fn pipeline_key(pipeline: &str) -> String {
+    format!("p{pipeline}")
+}
+
+fn state_prefix(pipeline: &str) -> String {
+    format!("s{:08}{pipeline}", pipeline.len())
+}
+
+fn state_key(pipeline: &str, state_id: &str) -> String {
+    format!("{}{state_id}", state_prefix(pipeline))
+}
+
+const NEXT_STATE: &str = "next_state";
+const REDO: &str = "redo";
+
+/// The schema of the metadata table.
+fn meta_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Binary, false),
+    ]))
+}
+
+/// Checks what `path` holds before anything is written to it: nothing, or a Tonbo state
+/// directory of this layout.
+fn check_directory(path: &Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(DataFusionError::Execution(format!(
+            "fintech.state_path {} is a file, not a state directory",
+            path.display()
+        )));
+    }
+    if !path.is_dir() {
+        return Ok(());
+    }
+    let marker = path.join(TONBO_MARKER);
+    if !marker.exists() {
+        let empty = std::fs::read_dir(path)
+            .map_err(|e| io_error(path, "read", e))?
+            .next()
+            .is_none();
+        if empty {
+            return Ok(());
+        }
+        let what = if path.join("CURRENT").is_file() {
+            "a RocksDB state directory; open it with fintech.state_backend = 'rocksdb'"
+        } else {
+            "not a datafusion-fintech state directory (it has files but no Tonbo store)"
+        };
+        return Err(DataFusionError::Execution(format!(
+            "{} is {what}; refusing to write into it",
+            path.display()
+        )));
+    }
+    let layout = std::fs::read_to_string(&marker).map_err(|e| io_error(&marker, "read", e))?;
+    if layout.trim_end() != LAYOUT {
+        return Err(DataFusionError::Execution(format!(
+            "state directory {} has layout '{}', this build reads '{LAYOUT}'; nothing was \
+             changed",
+            path.display(),
+            layout.trim_end()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the layout marker durably: a directory never holds a store without one.
+fn write_marker(path: &Path) -> Result<()> {
+    let marker = path.join(TONBO_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    let tmp = path.join(format!("{TONBO_MARKER}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{LAYOUT}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &marker)?;
+        File::open(path)?.sync_all()
+    };
+    write().map_err(|e| io_error(&marker, "write", e))
+}
+
+/// Takes the directory's lock, or says who holds it.
+fn take_lock(path: &Path) -> Result<File> {
+    let file = path.join(LOCK);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&file)
+        .map_err(|e| io_error(&file, "open", e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(DataFusionError::Execution(format!(
+            "state directory {} is in use by another process (its Tonbo store is open there); \
+             a state directory is opened by one process at a time",
+            path.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(io_error(&file, "lock", e)),
+    }
+}
+
+impl TonboStore {
+    /// Opens (or creates) the store at `path`. A directory that holds anything but a
+    /// datafusion-fintech Tonbo store is refused before anything is written to it; one that
+    /// another process or another registration of this process has open is refused too.
+    pub fn open(path: &str) -> Result<Self> {
+        if path.is_empty() {
+            return Err(DataFusionError::Configuration(
+                "fintech.state_backend 'tonbo' needs fintech.state_path: the directory that \
+                 holds the state"
+                    .into(),
+            ));
+        }
+        let path = PathBuf::from(path);
+        check_directory(&path)?;
+        std::fs::create_dir_all(&path).map_err(|e| io_error(&path, "create", e))?;
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| io_error(&path, "resolve", e))?;
+        let mut open = lock(&OPEN);
+        let open = open.get_or_insert_with(HashMap::default);
+        if let Some(store) = open.get(&canonical) {
+            if store.in_use.swap(true, Ordering::AcqRel) {
+                return Err(DataFusionError::Execution(format!(
+                    "state directory {} is in use by another registration of this process; a \
+                     state directory is opened by one registration at a time",
+                    path.display()
+                )));
+            }
+            return Ok(Self {
+                store: Arc::clone(store),
+            });
+        }
+        let store = Arc::new(Store::open(path)?);
+        open.insert(canonical, Arc::clone(&store));
+        Ok(Self { store })
+    }
+}
+
+impl Store {
+    fn open(path: PathBuf) -> Result<Self> {
+        let held = take_lock(&path)?;
+        write_marker(&path)?;
+        let runtime = runtime().map_err(|e| io_error(&path, "start a runtime for", e))?;
+        let location = path.display().to_string();
+        let meta_dir = path.join("meta");
+        let empty = to_tonbo(&RecordBatch::new_empty(meta_schema()))?;
+        let meta = block(runtime, || open_db(empty, "k", &meta_dir))
+            .map(|db| Table { db })
+            .map_err(|e| damaged(&location, "its metadata table", e))?;
+        let store = Self {
+            in_use: AtomicBool::new(true),
+            path,
+            location,
+            meta,
+            rows: Mutex::default(),
+            write: Mutex::new(()),
+            tables: Mutex::default(),
+            loaded: Mutex::default(),
+            _lock: held,
+        };
+        let rows = store.scan_meta()?;
+        *lock(&store.rows) = rows;
+        store.finish_redo()?;
+        Ok(store)
+    }
+
+    /// Runs the future `make` returns on the store's runtime, from a thread of its own: the
+    /// caller may be a task of another runtime, and Tonbo's scans are not `Send`.
+    fn run<T: Send, F: Future<Output = T>>(&self, make: impl FnOnce() -> F + Send) -> T {
+        block(runtime().expect("started when the store opened"), make)
+    }
+
+    fn tables_mut(&self) -> MutexGuard<'_, HashMap<u32, Arc<StateTable>>> {
+        lock(&self.tables)
+    }
+
+    fn tonbo_error(&self, what: &str, e: impl std::fmt::Display) -> DataFusionError {
+        DataFusionError::Execution(format!("Tonbo store {}: {what}: {e}", self.location))
+    }
+
+    /// Every row of the metadata table.
+    fn scan_meta(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        let batches = self
+            .run(|| async { self.meta.db.scan().collect().await })
+            .map_err(|e| damaged(&self.location, "its metadata table", e))?;
+        let mut rows = BTreeMap::new();
+        for batch in batches {
+            let batch = from_tonbo(batch)?;
+            if batch.num_columns() != 2 {
+                return Err(damaged(
+                    &self.location,
+                    "its metadata table",
+                    "wrong columns",
+                ));
+            }
+            let (Some(k), Some(v)) = (
+                batch.column(0).as_string_opt::<i32>(),
+                batch.column(1).as_binary_opt::<i32>(),
+            ) else {
+                return Err(damaged(
+                    &self.location,
+                    "its metadata table",
+                    "wrong columns",
+                ));
+            };
+            for i in 0..batch.num_rows() {
+                rows.insert(k.value(i).to_string(), v.value(i).to_vec());
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Writes `puts` and deletes `deletes` in the metadata table, in one ingest, and then in
+    /// the copy in memory.
+    fn write_meta(&self, puts: Vec<(String, Vec<u8>)>, deletes: Vec<String>) -> Result<()> {
+        if puts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        let keys = StringArray::from_iter_values(
+            puts.iter()
+                .map(|(k, _)| k.as_str())
+                .chain(deletes.iter().map(|k| k.as_str())),
+        );
+        let values = BinaryArray::from_iter_values(
+            puts.iter()
+                .map(|(_, v)| v.as_slice())
+                .chain(deletes.iter().map(|_| &[][..])),
+        );
+        let tombstones: Vec<bool> = (0..puts.len())
+            .map(|_| false)
+            .chain(deletes.iter().map(|_| true))
+            .collect();
+        let batch = to_tonbo(&RecordBatch::try_new(
+            meta_schema(),
+            vec![Arc::new(keys), Arc::new(values)],
+        )?)?;
+        self.run(|| async { self.meta.db.ingest_with_tombstones(batch, tombstones).await })
+            .map_err(|e| self.tonbo_error("write the metadata table", e))?;
+        let mut rows = lock(&self.rows);
+        for k in deletes {
+            rows.remove(&k);
+        }
+        rows.extend(puts);
+        Ok(())
+    }
+
+    fn pipeline_meta(&self, pipeline: &str) -> Result<Option<PipelineMeta>> {
+        lock(&self.rows)
+            .get(&pipeline_key(pipeline))
+            .map(|b| {
+                PipelineMeta::decode(b)
+                    .map_err(|e| self.damaged_meta(&format!("pipeline '{pipeline}'"), e))
+            })
+            .transpose()
+    }
+
+    fn state_meta(&self, pipeline: &str, state_id: &str) -> Result<Option<StateMeta>> {
+        lock(&self.rows)
+            .get(&state_key(pipeline, state_id))
+            .map(|b| {
+                StateMeta::decode(b).map_err(|e| self.damaged_meta(&format!("state {state_id}"), e))
+            })
+            .transpose()
+    }
+
+    /// Every state's metadata, by state number.
+    fn state_metas(&self) -> Result<HashMap<u32, StateMeta>> {
+        let rows = lock(&self.rows);
+        let mut out = HashMap::default();
+        for (k, v) in rows.range("s".to_string().."t".to_string()) {
+            let meta = StateMeta::decode(v).map_err(|e| self.damaged_meta(k, e))?;
+            out.insert(meta.state_no, meta);
+        }
+        Ok(out)
+    }
+
+    fn damaged_meta(&self, what: &str, e: DataFusionError) -> DataFusionError {
+        DataFusionError::Execution(format!(
+            "metadata of {what} in {} cannot be read: {e}",
+            self.location
+        ))
+    }
+
+    /// The directory of the table of state number `n`.
+    fn state_dir(&self, n: u32) -> PathBuf {
+        self.path.join("states").join(n.to_string())
+    }
+
+    /// The open table of a state, opened (or created) on first use.
+    fn table(&self, meta: &StateMeta) -> Result<Arc<StateTable>> {
+        if let Some(t) = self.tables_mut().get(&meta.state_no) {
+            return Ok(Arc::clone(t));
+        }
+        let schema = TableSchema::new(&meta.info)?;
+        let empty = schema.tonbo_empty()?;
+        let dir = self.state_dir(meta.state_no);
+        let db = self.run(|| open_db(empty, KEY, &dir)).map_err(|e| {
+            damaged(
+                &self.location,
+                &format!("the table of state '{}'", meta.info.state_id),
+                e,
+            )
+        })?;
+        let table = Arc::new(StateTable {
+            schema,
+            table: Table { db },
+        });
+        self.tables_mut().insert(meta.state_no, Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// The rows of a state's table that `filter` selects (all without one).
+    fn scan_table(&self, table: &StateTable, filter: Option<Expr>) -> Result<Loaded> {
+        let batches = self
+            .run(|| async {
+                let scan = table.table.db.scan();
+                let scan = match filter {
+                    Some(f) => scan.filter(f),
+                    None => scan,
+                };
+                scan.stream().await?.try_collect::<Vec<_>>().await
+            })
+            .map_err(|e| {
+                self.tonbo_error(
+                    &format!("read the table of state '{}'", table.schema.info.state_id),
+                    e,
+                )
+            })?;
+        let batches = batches.into_iter().map(from_tonbo).collect::<Result<_>>()?;
+        Loaded::new(&table.schema, batches, &self.location)
+    }
+
+    /// The writer lock, once the state tables hold every commit: a commit whose tables were
+    /// not all written is finished first.
+    fn writer(&self) -> Result<MutexGuard<'_, ()>> {
+        let w = lock(&self.write);
+        self.finish_redo()?;
+        Ok(w)
+    }
+
+    /// What the running query of `pipeline` has read of `state_id`, read whole on first use.
+    fn loaded(&self, pipeline: &str, meta: &StateMeta) -> Result<Arc<Loaded>> {
+        let id = (pipeline.to_string(), meta.info.state_id.clone());
+        if let Some(l) = lock(&self.loaded).get(&id) {
+            return Ok(Arc::clone(l));
+        }
+        let _w = self.writer()?;
+        let table = self.table(meta)?;
+        let loaded = Arc::new(self.scan_table(&table, None)?);
+        lock(&self.loaded).insert(id, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    fn forget_reads(&self, pipeline: &str) {
+        lock(&self.loaded).retain(|(p, _), _| p != pipeline);
+    }
+
+    /// The rows `writes` (state number, key, record) put into each state's table: every
+    /// record is decoded into its columns here, before anything is written.
+    fn batches(
+        metas: &HashMap<u32, StateMeta>,
+        writes: &[redo::Write],
+    ) -> Result<Vec<(StateMeta, RecordBatch)>> {
+        let mut by_state: HashMap<u32, Vec<usize>> = HashMap::default();
+        for (i, (state_no, ..)) in writes.iter().enumerate() {
+            by_state.entry(*state_no).or_default().push(i);
+        }
+        let mut out = Vec::with_capacity(by_state.len());
+        for (state_no, rows) in by_state {
+            let meta = metas.get(&state_no).ok_or_else(|| {
+                DataFusionError::Internal(format!("write to unregistered state number {state_no}"))
+            })?;
+            let batch = TableSchema::new(&meta.info)?
+                .batch(rows.iter().map(|&i| (writes[i].1, writes[i].2)))?;
+            out.push((meta.clone(), batch));
+        }
+        Ok(out)
+    }
+
+    /// Ingests each batch into its state's table (committed states only: a table is
+    /// created by the first commit that writes its state).
+    fn ingest(&self, batches: Vec<(StateMeta, RecordBatch)>) -> Result<()> {
+        for (meta, batch) in batches {
+            let table = self.table(&meta)?;
+            let batch = to_tonbo(&batch)?;
+            self.run(|| async { table.table.db.ingest(batch).await })
+                .map_err(|e| {
+                    self.tonbo_error(
+                        &format!("write the table of state '{}'", meta.info.state_id),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The redo record's chunks (key, chunk) in the metadata table: those of a commit whose
+    /// state tables were not all written.
+    fn redo_chunks(&self) -> Vec<(String, Vec<u8>)> {
+        lock(&self.rows)
+            .range(REDO.to_string()..format!("{REDO}~"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Applies the redo record a commit left (a crash before it was applied), then deletes
+    /// it.
+    fn finish_redo(&self) -> Result<()> {
+        let chunks = self.redo_chunks();
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let metas = self.state_metas()?;
+        let mut writes = Vec::new();
+        for (_, chunk) in &chunks {
+            writes.extend(
+                redo::decode(chunk).map_err(|e| {
+                    damaged(&self.location, "the redo record of its last commit", e)
+                })?,
+            );
+        }
+        self.ingest(Self::batches(&metas, &writes)?)?;
+        self.write_meta(Vec::new(), chunks.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+/// The runtime of every Tonbo store of the process: Tonbo's background tasks (the WAL writer,
+/// writing sealed memtables to files, compaction) run on the runtime that opened the
+/// database, and one that a closing store cut short would leave work for the next open.
+fn runtime() -> std::io::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(r) = RUNTIME.get() {
+        return Ok(r);
+    }
+    let r = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fintech-tonbo")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| r))
+}
+
+/// Runs the future `make` returns on `runtime`, from a thread of its own.
+fn block<T: Send, F: Future<Output = T>>(runtime: &Runtime, make: impl FnOnce() -> F + Send) -> T {
+    let handle = runtime.handle();
+    super::wait_in_place(|| {
+        std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(make()))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+/// Opens (or creates) a Tonbo table at `dir`. Every ingest seals the memtable, and sealed
+/// memtables are written to files at once, so that an open replays at most the last commits
+/// from the write-ahead log; major compaction keeps the files of overwritten keys few.
+///
+/// An open that loses a race between two of Tonbo's own manifest writes ("precondition
+/// failed", seen on this machine under load on fresh directories) is tried again.
+async fn open_db(
+    empty: arrow57::RecordBatch,
+    key: &str,
+    dir: &Path,
+) -> std::result::Result<Db, String> {
+    let mut attempt = 0;
+    loop {
+        let opened = DbBuilder::from_schema_key_name(empty.schema(), key)
+            .map_err(|e| e.to_string())?
+            .on_disk(dir)
+            .map_err(|e| e.to_string())?
+            .with_seal_policy(Arc::new(BatchesThreshold { batches: 1 }))
+            .with_minor_compaction(1, 0)
+            .with_compaction_options(CompactionOptions::new())
+            .open()
+            .await
+            .map_err(|e| e.to_string());
+        match opened {
+            Err(e) if e.contains("precondition failed") && attempt < OPEN_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times an open that lost a manifest race is tried again.
+const OPEN_ATTEMPTS: u64 = 5;
+
+fn damaged(location: &str, what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "state directory {location} is damaged: {what} cannot be opened ({e}); it was left \
+         untouched"
+    ))
+}
+
+impl StateStore for TonboStore {
+    fn backend(&self) -> &'static str {
+        "tonbo"
+    }
+
+    fn location(&self) -> String {
+        self.store.location.clone()
+    }
+
+    fn pipelines(&self) -> Result<Vec<PipelineInfo>> {
+        let rows = lock(&self.store.rows);
+        let mut out = Vec::new();
+        for (k, v) in rows.range("p".to_string().."q".to_string()) {
+            let name = &k[1..];
+            let meta = PipelineMeta::decode(v).map_err(|e| self.store.damaged_meta(name, e))?;
+            out.extend(meta.listed(name));
+        }
+        Ok(out)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineInfo>> {
+        Ok(self.store.pipeline_meta(name)?.and_then(|m| m.listed(name)))
+    }
+
+    fn states(&self, pipeline: &str) -> Result<Vec<StateSummary>> {
+        let prefix = state_prefix(pipeline);
+        let rows = lock(&self.store.rows);
+        let mut out = Vec::new();
+        for (k, v) in rows.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let meta = StateMeta::decode(v).map_err(|e| self.store.damaged_meta(pipeline, e))?;
+            out.push(StateSummary {
+                info: meta.info,
+                keys: meta.keys,
+                bytes: meta.bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    fn state_info(&self, pipeline: &str, state_id: &str) -> Result<Option<StateInfo>> {
+        Ok(self.store.state_meta(pipeline, state_id)?.map(|m| m.info))
+    }
+
+    fn get_many(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = vec![None; keys.len()];
+        let Some(meta) = self.store.state_meta(pipeline, state_id)? else {
+            return Ok(out);
+        };
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let _w = self.store.writer()?;
+        let table = self.store.table(&meta)?;
+        // Few keys: one scan that Tonbo filters; many: the whole state.
+        let filter = (keys.len() <= POINT_READS).then(|| {
+            Expr::or(
+                keys.iter()
+                    .map(|k| Expr::eq(KEY, ScalarValue::Binary(Some(k.to_vec()))))
+                    .collect(),
+            )
+        });
+        let loaded = self.store.scan_table(&table, filter)?;
+        loaded.records(&table.schema, keys, &mut |i, record| {
+            out[i] = Some(record.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn load(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        keys: &[&[u8]],
+        found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(meta) = self.store.state_meta(pipeline, state_id)? else {
+            return Ok(());
+        };
+        let loaded = self.store.loaded(pipeline, &meta)?;
+        let table = self.store.table(&meta)?;
+        loaded.records(&table.schema, keys, found)
+    }
+
+    fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(meta) = self.store.state_meta(pipeline, state_id)? else {
+            return Ok(Vec::new());
+        };
+        let _w = self.store.writer()?;
+        let table = self.store.table(&meta)?;
+        self.store.scan_table(&table, None)?.pairs(&table.schema)
+    }
+
+    fn begin(&self, pipeline: &str) -> Result<u64> {
+        self.store.forget_reads(pipeline);
+        Ok(0)
+    }
+
+    fn rollback(&self, pipeline: &str, _attempt: u64) -> Result<()> {
+        self.store.forget_reads(pipeline);
+        Ok(())
+    }
+
+    fn commit(&self, pipeline: &str, _attempt: u64, commit: Commit) -> Result<()> {
+        let _w = self.store.writer()?;
+        self.store.forget_reads(pipeline);
+        let mut meta = self.store.pipeline_meta(pipeline)?.unwrap_or_default();
+        if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag)
+            && tag == last
+        {
+            return Err(already_committed(pipeline, tag));
+        }
+        let mut next_state = lock(&self.store.rows)
+            .get(NEXT_STATE)
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map(u32::from_le_bytes)
+            .unwrap_or(0);
+        let first_new = next_state;
+        let mut metas: HashMap<String, StateMeta> = HashMap::default();
+        for info in &commit.states {
+            let stored = self.store.state_meta(pipeline, &info.state_id)?;
+            let m = register(
+                stored,
+                info,
+                &mut next_state,
+                pipeline,
+                &self.store.location,
+            )?;
+            metas.insert(info.state_id.clone(), m);
+        }
+        // Per put: its state number; per state, the change in keys and bytes.
+        let mut writes = Vec::with_capacity(commit.puts.len());
+        let mut deltas: HashMap<u32, (i64, i64)> = HashMap::default();
+        for put in &commit.puts {
+            let m = metas.get(put.state_id.as_ref()).ok_or_else(|| {
+                DataFusionError::Internal(format!("write to unregistered state {}", put.state_id))
+            })?;
+            let d = deltas.entry(m.state_no).or_default();
+            let new_bytes = (put.key.len() + put.record.len()) as i64;
+            match put.replaces {
+                None => {
+                    d.0 += 1;
+                    d.1 += new_bytes;
+                }
+                Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
+            }
+            writes.push((m.state_no, put.key.as_slice(), put.record.as_slice()));
+        }
+        let by_number: HashMap<u32, StateMeta> =
+            metas.values().map(|m| (m.state_no, m.clone())).collect();
+        let batches = Store::batches(&by_number, &writes)?;
+        let mut puts = Vec::new();
+        for m in metas.values_mut() {
+            let (k, b) = deltas.get(&m.state_no).copied().unwrap_or_default();
+            m.keys = (m.keys as i64 + k).max(0) as u64;
+            m.bytes = (m.bytes as i64 + b).max(0) as u64;
+            puts.push((state_key(pipeline, &m.info.state_id), m.encode()));
+        }
+        if next_state != first_new {
+            puts.push((NEXT_STATE.to_string(), next_state.to_le_bytes().to_vec()));
+        }
+        // A new state's table starts empty: a directory of its number can only be left by a
+        // commit that never reached its commit point.
+        for n in first_new..next_state {
+            let dir = self.store.state_dir(n);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, "clear", e))?;
+            }
+        }
+        meta.commits += 1;
+        meta.last_commit_micros = Some(now_micros());
+        meta.last_commit_tag = commit.tag.clone();
+        meta.in_flight = None;
+        puts.push((pipeline_key(pipeline), meta.encode()));
+        let chunks = if writes.is_empty() {
+            Vec::new()
+        } else {
+            redo::encode(writes.iter().copied())
+        };
+        let redo_keys: Vec<String> = (0..chunks.len()).map(|i| format!("{REDO}{i:08}")).collect();
+        puts.extend(redo_keys.iter().cloned().zip(chunks));
+        // The commit point.
+        self.store.write_meta(puts, Vec::new())?;
+        // Committed: what fails from here on is finished from the redo record before the
+        // state is next read.
+        self.store.ingest(batches)
+            .and_then(|()| self.store.write_meta(Vec::new(), redo_keys))
+            .map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "pipeline '{pipeline}' committed (its commit and tag are durable), but its                      state tables were not all written: {e}; they are written from the                      commit's redo record before the state is next read"
+                ))
+            })
+    }
+}
