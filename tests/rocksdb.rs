@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
+use common::consumer::{self, *};
 use common::*;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -186,37 +184,6 @@ async fn failed_query_after_staging_commits_nothing() {
     assert_eq!(before, after);
 }
 
-// ---- child processes ---------------------------------------------------------------------
-
-const KERNELS: &str = "ewma(price, 0.06) OVER w AS ewma, rolling_mean(price, 20) OVER w AS mean20,
-    rolling_std(price, 20) OVER w AS std20, vwap(price, qty) OVER w AS vwap,
-    log_return(price) OVER w AS ret, ofi(bid_px, bid_sz, ask_px, ask_sz) OVER w AS ofi";
-const STATES: &[&str] = &[
-    "ewma(price,0.06)@symbol",
-    "rolling_mean(price,20)@symbol",
-    "rolling_std(price,20)@symbol",
-    "vwap(price,qty)@symbol",
-    "log_return(price)@symbol",
-    "ofi(bid_px,bid_sz,ask_px,ask_sz)@symbol",
-];
-
-fn fintech_sql(script: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_fintech-sql"))
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn settings(state: &Path) -> String {
-    format!(
-        "SET fintech.state_backend = 'rocksdb'; SET fintech.state_path = '{}';
-         SET fintech.pipeline = 'crash';",
-        state.display()
-    )
-}
-
 /// How a consumer uses the store. A batch updates 2,400 states, ~0.4 MB in memory.
 ///
 /// Part of each batch's updates are staged (which folds the commit log first), the rest go
@@ -236,180 +203,15 @@ const READ_AHEAD: &str = "SET datafusion.execution.batch_size = 20; \
 const KEY_ORDER: &str = "SET datafusion.execution.batch_size = 100; \
     SET fintech.working_set_bytes = 300000; SET fintech.fold_order = 'key';";
 
-/// The script that processes batches `from..to`, each committed with its tag, each writing
-/// its output rows to out_<i>.csv.
-fn consumer_script(dir: &Path, state: &Path, tuning: &str, from: usize, to: usize) -> String {
-    let mut s = settings(state);
-    s.push_str(tuning);
-    for i in from..to {
-        s.push_str(&format!(
-            "CREATE EXTERNAL TABLE b{i} (seq BIGINT, ts BIGINT, symbol VARCHAR, price DOUBLE,
-               qty DOUBLE, bid_px DOUBLE, bid_sz DOUBLE, ask_px DOUBLE, ask_sz DOUBLE)
-             STORED AS CSV LOCATION '{d}/batch_{i}.csv' OPTIONS ('format.has_header' 'true')
-             WITH ORDER (ts);
-             SET fintech.commit_tag = 'batch-{i}';
-             COPY (SELECT seq, {KERNELS} FROM b{i} WINDOW w AS (PARTITION BY symbol ORDER BY ts)
-                   ORDER BY seq) TO '{d}/out_{i}.csv' STORED AS CSV;\n",
-            d = dir.display()
-        ));
-    }
-    s
-}
-
-fn run_to_end(script: &str) -> String {
-    let out = fintech_sql(script).wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn last_committed(state: &Path) -> Option<usize> {
-    let out = run_to_end(&format!(
-        "{} SELECT last_commit_tag FROM fintech_pipelines();",
-        settings(state)
-    ));
-    out.lines()
-        .find_map(|l| l.split("batch-").nth(1))
-        .map(|rest| {
-            rest.trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse()
-                .unwrap()
-        })
-}
-
-fn dump_state(state: &Path) -> String {
-    let mut s = settings(state);
-    s.push_str("SELECT pipeline, commits, last_commit_tag FROM fintech_pipelines();");
-    s.push_str("SELECT state_id, keys, bytes FROM fintech_states('crash') ORDER BY state_id;");
-    for id in STATES {
-        s.push_str(&format!(
-            "SELECT * FROM fintech_state('crash', '{id}') ORDER BY symbol;"
-        ));
-    }
-    run_to_end(&s)
-}
-
-fn write_batches(dir: &Path, batches: usize, rows: usize) {
-    let data = random_ticks(77, batches * rows, 400);
-    for i in 0..batches {
-        let file = std::fs::File::create(dir.join(format!("batch_{i}.csv"))).unwrap();
-        let mut w = datafusion::arrow::csv::WriterBuilder::new()
-            .with_header(true)
-            .build(file);
-        w.write(&data.slice(i * rows, rows)).unwrap();
-    }
-}
-
-/// A directory under `dir` holding a copy of the batch files of `data_dir`.
-fn batch_dir(dir: &Path, name: &str, data_dir: &Path, batches: usize) -> std::path::PathBuf {
-    let out = dir.join(name);
-    std::fs::create_dir(&out).unwrap();
-    for i in 0..batches {
-        let file = format!("batch_{i}.csv");
-        std::fs::copy(data_dir.join(&file), out.join(&file)).unwrap();
-    }
-    out
-}
-
 /// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and
 /// end with exactly the state and outputs of an uninterrupted run. Each seed uses the store
 /// another way: staging and the commit log, no commit log, a commit log that folds, reads
 /// ahead and stages from them, or folds rows sorted by key.
 #[test]
 fn sigkill_at_random_points_then_resume() {
-    const BATCHES: usize = 10;
-    let tunings = [STAGING_AND_LOG, NO_LOG, LOG_FOLDING, READ_AHEAD, KEY_ORDER];
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    std::fs::create_dir(&data_dir).unwrap();
-    write_batches(&data_dir, BATCHES, 6_000);
-
-    // Uninterrupted runs: every way of using the store ends with the same state and rows.
-    let clean_dir = batch_dir(dir.path(), "clean", &data_dir, BATCHES);
-    let mut expected_state = String::new();
-    let mut full = Vec::new();
-    for (t, tuning) in tunings.iter().enumerate() {
-        let run_dir = batch_dir(dir.path(), &format!("clean{t}"), &data_dir, BATCHES);
-        let state = run_dir.join("state");
-        let start = Instant::now();
-        run_to_end(&consumer_script(&run_dir, &state, tuning, 0, BATCHES));
-        full.push(start.elapsed());
-        let dumped = dump_state(&state);
-        if t == 0 {
-            assert!(dumped.contains("batch-9"));
-            expected_state = dumped;
-            for i in 0..BATCHES {
-                let out = format!("out_{i}.csv");
-                std::fs::copy(run_dir.join(&out), clean_dir.join(&out)).unwrap();
-            }
-        } else {
-            assert_eq!(dumped, expected_state, "uninterrupted, with {tuning}");
-            for i in 0..BATCHES {
-                let out = format!("out_{i}.csv");
-                let a = std::fs::read_to_string(clean_dir.join(&out)).unwrap();
-                let b = std::fs::read_to_string(run_dir.join(&out)).unwrap();
-                assert_eq!(a, b, "uninterrupted, with {tuning}: output of batch {i}");
-            }
-        }
-    }
-
-    let mut killed_running = 0;
-    for seed in 0..tunings.len() as u64 {
-        let tuning = tunings[seed as usize];
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let run_dir = batch_dir(dir.path(), &format!("run{seed}"), &data_dir, BATCHES);
-        let state = run_dir.join("state");
-        let mut kills = 0;
-        let mut resumed_from = BTreeMap::new();
-        let mut final_from = None;
-        loop {
-            let from = last_committed(&state).map_or(0, |b| b + 1);
-            if from == BATCHES {
-                break;
-            }
-            let mut child = fintech_sql(&consumer_script(&run_dir, &state, tuning, from, BATCHES));
-            if kills < 3 {
-                // Somewhere inside what is left of the work (the machine's speed varies).
-                let left = (BATCHES - from) as f64 / BATCHES as f64;
-                let delay = full[seed as usize].mul_f64(rng.random_range(0.02..0.8) * left);
-                std::thread::sleep(delay);
-                if child.try_wait().unwrap().is_none() {
-                    killed_running += 1;
-                }
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-                resumed_from.insert(kills, from);
-            } else {
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                final_from = Some(from);
-            }
-        }
-        assert_eq!(
-            dump_state(&state),
-            expected_state,
-            "seed {seed}, with {tuning}, resumed at {resumed_from:?}"
-        );
-        // Every batch the last, unkilled consumer processed wrote the same rows. (Outputs of
-        // killed consumers may be cut short after their commit: files are not transactional.)
-        for i in final_from.unwrap_or(BATCHES)..BATCHES {
-            let a = std::fs::read_to_string(clean_dir.join(format!("out_{i}.csv"))).unwrap();
-            let b = std::fs::read_to_string(run_dir.join(format!("out_{i}.csv"))).unwrap();
-            assert_eq!(a, b, "seed {seed}: output of batch {i}");
-        }
-        eprintln!("seed {seed}: killed at batches {resumed_from:?}, finished from {final_from:?}");
-    }
-    assert!(
-        killed_running >= 8,
-        "only {killed_running} kills hit a running consumer"
+    consumer::sigkill_at_random_points_then_resume(
+        "rocksdb",
+        &[STAGING_AND_LOG, NO_LOG, LOG_FOLDING, READ_AHEAD, KEY_ORDER],
     );
 }
 
@@ -434,19 +236,6 @@ async fn second_process_gets_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is in use by another process"), "{err}");
     assert!(err.contains(&state.display().to_string()), "{err}");
-}
-
-fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 async fn open_error(dir: &Path) -> String {
@@ -513,10 +302,28 @@ fn state_survives_the_process() {
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, 2, 500);
-    run_to_end(&consumer_script(&data_dir, &state, STAGING_AND_LOG, 0, 1));
-    let after_first = dump_state(&state);
+    run_to_end(&consumer_script(
+        "rocksdb",
+        &data_dir,
+        &state,
+        STAGING_AND_LOG,
+        0,
+        1,
+    ));
+    let after_first = dump_state("rocksdb", &state);
     assert!(after_first.contains("batch-0"));
-    assert_eq!(dump_state(&state), after_first, "reading changes nothing");
-    run_to_end(&consumer_script(&data_dir, &state, STAGING_AND_LOG, 1, 2));
-    assert!(dump_state(&state).contains("batch-1"));
+    assert_eq!(
+        dump_state("rocksdb", &state),
+        after_first,
+        "reading changes nothing"
+    );
+    run_to_end(&consumer_script(
+        "rocksdb",
+        &data_dir,
+        &state,
+        STAGING_AND_LOG,
+        1,
+        2,
+    ));
+    assert!(dump_state("rocksdb", &state).contains("batch-1"));
 }

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: random tick data and query plumbing.
 #![allow(dead_code)]
 
+pub mod consumer;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -122,9 +124,20 @@ pub async fn sql(ctx: &SessionContext, q: &str) -> Result<Vec<RecordBatch>> {
 /// A context of `partitions` partitions with per-query or pipeline state in RocksDB at `dir`,
 /// holding at most `working_set` bytes before it stages.
 pub async fn rocks_context(partitions: usize, dir: &Path, working_set: usize) -> SessionContext {
+    store_context("rocksdb", partitions, dir, working_set).await
+}
+
+/// A context of `partitions` partitions with state in `backend` at `dir`, holding at most
+/// `working_set` bytes before it stages (where the backend stages).
+pub async fn store_context(
+    backend: &str,
+    partitions: usize,
+    dir: &Path,
+    working_set: usize,
+) -> SessionContext {
     let ctx = context(partitions);
     for s in [
-        "SET fintech.state_backend = 'rocksdb'".to_string(),
+        format!("SET fintech.state_backend = '{backend}'"),
         format!("SET fintech.state_path = '{}'", dir.display()),
         format!("SET fintech.working_set_bytes = {working_set}"),
     ] {

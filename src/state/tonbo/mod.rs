@@ -599,6 +599,7 @@ async fn open_db(
     key: &str,
     dir: &Path,
 ) -> std::result::Result<Db, String> {
+    clear_stale_locks(dir).map_err(|e| format!("cannot clear its stale lock files: {e}"))?;
     let mut attempt = 0;
     loop {
         let opened = DbBuilder::from_schema_key_name(empty.schema(), key)
@@ -619,6 +620,29 @@ async fn open_db(
             other => return other,
         }
     }
+}
+
+/// Removes the `*.lock` files under `dir`, a Tonbo table about to be opened. Tonbo's file
+/// system layer makes a compare-and-swap of a file (its WAL state, a manifest head, a lease)
+/// exclusive with a `<file>.lock` created for the swap; a process that exits or is killed
+/// during a swap leaves it, and every later swap of that file fails ("precondition failed").
+/// The directory lock of the store says that no other process uses the table, and this
+/// process has not opened it yet: whatever lock files are there are stale.
+fn clear_stale_locks(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            clear_stale_locks(&path)?;
+        } else if path.extension().is_some_and(|e| e == "lock") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// How many times an open that lost a manifest race is tried again.
