@@ -6,7 +6,8 @@
 //! `FINTECH_BENCH_WORKING_SET` / `FINTECH_BENCH_COMMIT_LOG` / `FINTECH_BENCH_BLOCK_CACHE` /
 //! `FINTECH_BENCH_READ_AHEAD` to set `fintech.working_set_bytes` /
 //! `fintech.rocksdb.commit_log_bytes` / `fintech.rocksdb.block_cache_bytes` /
-//! `fintech.rocksdb.read_ahead_bytes` for RocksDB. Prints rows/s,
+//! `fintech.rocksdb.read_ahead_bytes` for RocksDB. Runs each case on memory, RocksDB and Tonbo
+//! (the disk backends' cases where their features are on). Prints rows/s, the bytes on disk,
 //! peak RSS and the cost of state access: loading (read and decode) per key loaded, writing
 //! (encode, stage and commit, fsync included) per key stored, and both over all keys loaded or
 //! stored. Pipeline cases time the second query on a pipeline; "reopened" runs it in a new
@@ -17,7 +18,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{env_usize, peak_rss_mib};
+use common::{dir_bytes, env_usize, peak_rss_mib, reset_peak_rss};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
 };
@@ -90,10 +91,6 @@ fn generate(rows: usize, symbols: usize) -> Vec<RecordBatch> {
     out
 }
 
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn context() -> SessionContext {
     let ctx = SessionContext::new_with_config(SessionConfig::new());
     datafusion_fintech::register_all(&ctx).unwrap();
@@ -133,6 +130,23 @@ enum State {
     RocksDb,
     /// RocksDB, the timed query in a new session: nothing kept in memory but RocksDB's caches.
     RocksDbReopened,
+    Tonbo,
+    /// Tonbo, the timed query in a new session.
+    TonboReopened,
+}
+
+impl State {
+    fn backend(self) -> Option<&'static str> {
+        match self {
+            State::RocksDb | State::RocksDbReopened => Some("rocksdb"),
+            State::Tonbo | State::TonboReopened => Some("tonbo"),
+            _ => None,
+        }
+    }
+
+    fn reopened(self) -> bool {
+        matches!(self, State::RocksDbReopened | State::TonboReopened)
+    }
 }
 
 /// Sum of a metric of the keyed-state operators of an executed plan.
@@ -160,6 +174,8 @@ struct Measured {
     write_ns: f64,
     /// ns per key loaded or stored.
     access_ns: f64,
+    /// Bytes on disk after the timed query (disk backends).
+    disk_bytes: f64,
 }
 
 /// Runs `sql` `runs` times, each on fresh state, twice per run; the second query is timed.
@@ -171,6 +187,7 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
         load_ns: f64::NAN,
         write_ns: f64::NAN,
         access_ns: f64::NAN,
+        disk_bytes: f64::NAN,
     };
     for run in 0..runs {
         let dir = tempfile::tempdir().unwrap();
@@ -178,7 +195,7 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
         if state != State::PerQuery {
             settings.push(format!("SET fintech.pipeline = 'bench{run}'"));
         }
-        if matches!(state, State::RocksDb | State::RocksDbReopened) {
+        if state == State::RocksDb || state == State::RocksDbReopened {
             if std::env::var("FINTECH_BENCH_NO_SYNC").is_ok() {
                 settings.push("SET fintech.rocksdb.sync = false".into());
             }
@@ -192,7 +209,9 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
                     settings.push(format!("SET fintech.{setting} = {bytes}"));
                 }
             }
-            settings.push("SET fintech.state_backend = 'rocksdb'".into());
+        }
+        if let Some(backend) = state.backend() {
+            settings.push(format!("SET fintech.state_backend = '{backend}'"));
             settings.push(format!(
                 "SET fintech.state_path = '{}'",
                 dir.path().display()
@@ -210,7 +229,7 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
         // one's pipeline; reopened, it loads every key the first one stored.
         let passes = 2;
         for pass in 0..passes {
-            if pass > 0 && state == State::RocksDbReopened {
+            if pass > 0 && state.reopened() {
                 drop(ctx);
                 ctx = open().await;
             }
@@ -244,6 +263,10 @@ async fn sql_case(batches: &[RecordBatch], sql: &str, state: State, runs: usize)
                     load_ns: per(load, loaded),
                     write_ns: per(write, stored),
                     access_ns: per(load + write, loaded + stored),
+                    disk_bytes: match state.backend() {
+                        Some(_) => dir_bytes(dir.path()) as f64,
+                        None => f64::NAN,
+                    },
                 };
             }
         }
@@ -291,8 +314,8 @@ async fn main() {
         "workload: {rows} rows, {symbols} symbols, ts-ordered, {BATCH}-row batches; best of {runs}"
     );
     println!(
-        "{:<40} {:>12} {:>8} {:>8} {:>8} {:>8}",
-        "case", "rows/s", "RSS MiB", "load ns", "write ns", "ns/key"
+        "{:<40} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "case", "rows/s", "RSS MiB", "load ns", "write ns", "ns/key", "disk MiB"
     );
     let mut cases: Vec<(&str, Option<(&str, State)>)> = vec![
         ("plain Rust loop, ewma", None),
@@ -322,6 +345,21 @@ async fn main() {
             Some((ALL, State::RocksDbReopened)),
         ));
     }
+    if cfg!(feature = "tonbo") {
+        cases.push(("sql ewma, tonbo pipeline", Some((EWMA, State::Tonbo))));
+        cases.push((
+            "sql ewma, tonbo reopened",
+            Some((EWMA, State::TonboReopened)),
+        ));
+        cases.push((
+            "sql all six kernels, tonbo pipeline",
+            Some((ALL, State::Tonbo)),
+        ));
+        cases.push((
+            "sql all six, tonbo reopened",
+            Some((ALL, State::TonboReopened)),
+        ));
+    }
     for (name, case) in cases {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
@@ -333,16 +371,18 @@ async fn main() {
                 load_ns: f64::NAN,
                 write_ns: f64::NAN,
                 access_ns: f64::NAN,
+                disk_bytes: f64::NAN,
             },
             Some((sql, state)) => sql_case(&batches, sql, state, runs).await,
         };
         println!(
-            "{name:<40} {:>12.0} {:>8.1} {:>8.0} {:>8.0} {:>8.0}",
+            "{name:<40} {:>12.0} {:>8.1} {:>8.0} {:>8.0} {:>8.0} {:>9.1}",
             m.rows_per_sec,
             peak_rss_mib(),
             m.load_ns,
             m.write_ns,
-            m.access_ns
+            m.access_ns,
+            m.disk_bytes / (1 << 20) as f64
         );
     }
 }

@@ -180,3 +180,56 @@ async fn foreign_and_damaged_directories_are_refused_untouched() {
     std::fs::write(&file, "x").unwrap();
     assert!(open_error(&file).await.contains("is a file"));
 }
+
+/// `fintech_state` on Tonbo streams the table's batches, and a key filter is applied by
+/// Tonbo's scan: the stream holds only the rows it allows (DataFusion applies it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_filters_are_applied_in_tonbos_scan() {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion_fintech::state::{KeyFilter, StateStore};
+    use futures::TryStreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ctx = store_context("tonbo", 2, &state, 1 << 20).await;
+    sql(&ctx, "SET fintech.pipeline = 'p'").await.unwrap();
+    register_trades(&ctx, random_ticks(3, 2_000, 200)).unwrap();
+    sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
+    let count = |q: &str| {
+        let ctx = &ctx;
+        let q = q.to_string();
+        async move {
+            let rows = sql(ctx, &q).await.unwrap();
+            rows.iter().map(|b| b.num_rows()).sum::<usize>()
+        }
+    };
+    let all = count("SELECT * FROM fintech_state('p', 'ewma(price,0.06)@symbol')").await;
+    let some =
+        count("SELECT * FROM fintech_state('p', 'ewma(price,0.06)@symbol') WHERE symbol >= 'S150'")
+            .await;
+    assert_eq!(all, 200);
+    assert!(some > 0 && some < all, "{some} of {all}");
+    drop(ctx);
+
+    let store =
+        datafusion_fintech::state::tonbo::TonboStore::open(state.to_str().unwrap()).unwrap();
+    let filter = KeyFilter::Compare {
+        column: 0,
+        op: Operator::GtEq,
+        value: ScalarValue::Utf8(Some("S150".into())),
+    };
+    let batches: Vec<_> = store
+        .stream_table("p", "ewma(price,0.06)@symbol", Some(&[0, 1]), &[filter])
+        .unwrap()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let streamed: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        streamed, some,
+        "the scan itself kept only the filtered keys"
+    );
+    assert_eq!(batches[0].num_columns(), 2);
+}

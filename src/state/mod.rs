@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::HashMap;
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::Operator;
 
 pub use codec::{KeyColumn, KeyType};
 
@@ -172,6 +175,23 @@ pub struct Commit {
     pub decoded: Vec<DecodedStates>,
 }
 
+/// A condition on one key column of a state's table: what a store that streams tables may
+/// apply while it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyFilter {
+    /// `column op value`, `op` one of `=`, `<`, `<=`, `>`, `>=`.
+    Compare {
+        column: usize,
+        op: Operator,
+        value: ScalarValue,
+    },
+    /// `column IN (values)`.
+    In {
+        column: usize,
+        values: Vec<ScalarValue>,
+    },
+}
+
 /// A batched key-value store of pipeline state.
 pub trait StateStore: Debug + Send + Sync {
     /// `memory`, `rocksdb`, ...
@@ -232,6 +252,28 @@ pub trait StateStore: Debug + Send + Sync {
     }
     /// All committed (key, record) pairs of a state, in key order.
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Whether the store keeps states as the columns of their tables, and reads them as
+    /// streams of record batches ([`StateStore::stream_table`]).
+    fn streams_tables(&self) -> bool {
+        false
+    }
+    /// The committed rows of a state's table (the columns of `fintech_state`, in its order,
+    /// `projection` of them) in key order, as a stream that holds a few batches at a time;
+    /// only rows that `filters` allow, where the store can tell (a caller applies them
+    /// again). `None`: the state does not exist. Only for a store that
+    /// [streams tables](StateStore::streams_tables).
+    fn stream_table(
+        &self,
+        _pipeline: &str,
+        _state_id: &str,
+        _projection: Option<&[usize]>,
+        _filters: &[KeyFilter],
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        Err(DataFusionError::Internal(format!(
+            "the {} state store does not stream state tables",
+            self.backend()
+        )))
+    }
     /// Starts a query's write attempt on `pipeline`: first rolls back what an earlier attempt
     /// staged and never committed (a crash, a failed query), then returns a new attempt id.
     fn begin(&self, _pipeline: &str) -> Result<u64> {

@@ -27,7 +27,7 @@ use super::{arity, session_store, string_arg};
 use crate::kernels::BoundKernel;
 use crate::state::arrow::{state_rows, state_table_fields};
 use crate::state::codec::encode_keys;
-use crate::state::{StateInfo, StateStore, StoreRegistry};
+use crate::state::{KeyFilter, StateInfo, StateStore, StoreRegistry};
 
 const USAGE: &str = "fintech_state('pipeline', 'state_id')";
 
@@ -122,6 +122,66 @@ impl StateTable {
         }
     }
 
+    /// The condition `filter` sets on one key column, if it is one a store can apply while it
+    /// reads (a comparison with a literal, `BETWEEN` two literals, `IN` a list of literals).
+    fn key_filters(&self, filter: &Expr) -> Option<Vec<KeyFilter>> {
+        let col_index = |e: &Expr| match e {
+            Expr::Column(c) => self.info.key_columns.iter().position(|k| k.name == c.name),
+            _ => None,
+        };
+        let literal = |e: &Expr| match e {
+            Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+            _ => None,
+        };
+        let compare = |column, op, value| Some(vec![KeyFilter::Compare { column, op, value }]);
+        match filter {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if *op == Operator::And {
+                    let mut both = self.key_filters(left)?;
+                    both.extend(self.key_filters(right)?);
+                    return Some(both);
+                }
+                if !matches!(
+                    op,
+                    Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) {
+                    return None;
+                }
+                match (col_index(left), literal(right)) {
+                    (Some(i), Some(v)) => compare(i, *op, v),
+                    _ => match (col_index(right), literal(left)) {
+                        (Some(i), Some(v)) => compare(i, op.swap()?, v),
+                        _ => None,
+                    },
+                }
+            }
+            Expr::Between(b) if !b.negated => {
+                let i = col_index(&b.expr)?;
+                Some(vec![
+                    KeyFilter::Compare {
+                        column: i,
+                        op: Operator::GtEq,
+                        value: literal(&b.low)?,
+                    },
+                    KeyFilter::Compare {
+                        column: i,
+                        op: Operator::LtEq,
+                        value: literal(&b.high)?,
+                    },
+                ])
+            }
+            Expr::InList(list) if !list.negated => {
+                let column = col_index(&list.expr)?;
+                let values: Option<Vec<_>> = list.list.iter().map(literal).collect();
+                Some(vec![KeyFilter::In {
+                    column,
+                    values: values?,
+                }])
+            }
+            _ => None,
+        }
+    }
+
     /// The keys to read when `filters` fix every key column, else `None` (full scan).
     fn lookup_keys(&self, filters: &[&Expr]) -> Result<Option<Vec<Vec<u8>>>> {
         let n = self.info.key_columns.len();
@@ -198,11 +258,15 @@ impl TableProvider for StateTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         let point = self.lookup_keys(filters)?.is_some();
+        let streams = self.store.streams_tables();
         Ok(filters
             .iter()
             .map(|f| {
                 if point && self.key_values(f).is_some() {
                     TableProviderFilterPushDown::Exact
+                } else if streams && self.key_filters(f).is_some() {
+                    // The store applies it while it reads; DataFusion applies it again.
+                    TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
                 }
@@ -219,6 +283,14 @@ impl TableProvider for StateTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let filters: Vec<&Expr> = filters.iter().collect();
         let lookup = self.lookup_keys(&filters)?;
+        let key_filters = match (&lookup, self.store.streams_tables()) {
+            (None, true) => filters
+                .iter()
+                .filter_map(|f| self.key_filters(f))
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        };
         let projection = projection.cloned();
         let schema = match &projection {
             Some(p) => Arc::new(self.schema.project(p)?),
@@ -227,6 +299,7 @@ impl TableProvider for StateTable {
         Ok(Arc::new(StateScanExec {
             table: self.clone(),
             lookup,
+            key_filters,
             projection,
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(Arc::clone(&schema)),
@@ -243,6 +316,8 @@ impl TableProvider for StateTable {
 pub struct StateScanExec {
     table: StateTable,
     lookup: Option<Vec<Vec<u8>>>,
+    /// Conditions a store that streams tables applies while it reads.
+    key_filters: Vec<KeyFilter>,
     projection: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
 }
@@ -279,6 +354,11 @@ impl DisplayAs for StateScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let lookup = match &self.lookup {
             Some(keys) => format!("point lookup of {} key(s)", keys.len()),
+            None if self.table.store.streams_tables() => format!(
+                "streamed from {}, {} key filter(s) pushed down",
+                self.table.store.backend(),
+                self.key_filters.len()
+            ),
             None => "full scan".to_string(),
         };
         write!(
@@ -326,6 +406,26 @@ impl ExecutionPlan for StateScanExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let t = &self.table;
+        if self.lookup.is_none() && t.store.streams_tables() {
+            let stream = t.store.stream_table(
+                &t.pipeline,
+                &t.info.state_id,
+                self.projection.as_deref(),
+                &self.key_filters,
+            )?;
+            return match stream {
+                Some(stream) => Ok(stream),
+                None => {
+                    let schema = self.properties.eq_properties.schema();
+                    Ok(Box::pin(MemoryStream::try_new(
+                        vec![],
+                        Arc::clone(schema),
+                        None,
+                    )?))
+                }
+            };
+        }
         let batch = self.read()?;
         let schema = batch.schema();
         Ok(Box::pin(MemoryStream::try_new(vec![batch], schema, None)?))

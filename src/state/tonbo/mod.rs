@@ -45,18 +45,23 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
-use futures::TryStreamExt;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Runtime;
 use tonbo::db::{BatchesThreshold, CompactionOptions, DB};
 use tonbo::prelude::{DbBuilder, Expr, ScalarValue};
 
+use super::arrow::state_table_fields;
 use super::memory::now_micros;
 use super::meta::{PipelineMeta, StateMeta, register};
 use super::{
-    Commit, PipelineInfo, StateInfo, StateStore, StateSummary, TONBO_MARKER, already_committed,
+    Commit, KeyFilter, PipelineInfo, StateInfo, StateStore, StateSummary, TONBO_MARKER,
+    already_committed,
 };
 use bridge::{from_tonbo, to_tonbo};
 use table::{KEY, Loaded, TableSchema};
@@ -67,7 +72,9 @@ type Db = DB<fusio::disk::LocalFs, fusio::executor::tokio::TokioExecutor>;
 const LAYOUT: &str = "datafusion-fintech/tonbo/1";
 const LOCK: &str = "LOCK";
 /// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
-const POINT_READS: usize = 64;
+pub(super) const POINT_READS: usize = 64;
+/// Batches a streamed state table holds between Tonbo's scan and its reader.
+const STREAM_BATCHES: usize = 2;
 
 /// A Tonbo state store, as a registration has it open.
 pub struct TonboStore {
@@ -466,6 +473,83 @@ impl Store {
         Loaded::new(&table.schema, batches, &self.location)
     }
 
+    /// The rows of `table` (a state `declared` as its registry entry says), `projection` of
+    /// its columns, that `filters` allow where Tonbo's scan can tell, as a stream. The scan runs
+    /// on a thread of its own and hands over at most [`STREAM_BATCHES`] batches at a time; it
+    /// ends when the stream is dropped.
+    fn stream(
+        &self,
+        table: Arc<StateTable>,
+        declared: &StateInfo,
+        projection: Option<&[usize]>,
+        filters: &[KeyFilter],
+    ) -> Result<SendableRecordBatchStream> {
+        let kernel = declared.bind_kernel().map_err(DataFusionError::Execution)?;
+        let full = Schema::new(state_table_fields(declared, kernel.def()));
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.to_vec(),
+            None => (0..full.fields().len()).collect(),
+        };
+        let out = Arc::new(full.project(&columns)?);
+        // `__key` first: Tonbo merges its sources by key.
+        let scanned: Vec<usize> = std::iter::once(0)
+            .chain(columns.iter().map(|c| c + 1))
+            .collect();
+        let scan_schema = Arc::new(table.schema.schema.project(&scanned)?);
+        let empty = to_tonbo(&RecordBatch::new_empty(scan_schema))?;
+        let filter = table::scan_filter(&table.schema, filters);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(STREAM_BATCHES);
+        let handle = runtime()
+            .map_err(|e| io_error(&self.path, "start a runtime for", e))?
+            .handle()
+            .clone();
+        let what = format!(
+            "Tonbo store {}: read the table of state '{}'",
+            self.location, declared.state_id
+        );
+        std::thread::Builder::new()
+            .name("fintech-tonbo-scan".into())
+            .spawn(move || {
+                handle.block_on(async move {
+                    let scan = table.table.db.scan().projection(empty.schema());
+                    let scan = match filter {
+                        Some(f) => scan.filter(f),
+                        None => scan,
+                    };
+                    let failed = |e: &dyn std::fmt::Display| {
+                        DataFusionError::Execution(format!("{what}: {e}"))
+                    };
+                    match scan.stream().await {
+                        Err(e) => _ = tx.send(Err(failed(&e))).await,
+                        Ok(stream) => {
+                            let mut stream = std::pin::pin!(stream);
+                            while let Some(batch) = stream.next().await {
+                                let batch = batch.map_err(|e| failed(&e)).and_then(from_tonbo);
+                                if tx.send(batch).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .map_err(|e| io_error(&self.path, "start a thread to read", e))?;
+        let schema = Arc::clone(&out);
+        let batches =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+                .map(move |batch| {
+                    // Without `__key`, each column as declared (key columns are stored canonical).
+                    let batch = batch?;
+                    let columns = batch.columns()[1..]
+                        .iter()
+                        .zip(schema.fields())
+                        .map(|(c, f)| Ok(cast(c, f.data_type())?))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+                });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out, batches)))
+    }
+
     /// The writer lock, once the state tables hold every commit: a commit whose tables were
     /// not all written is finished first.
     fn writer(&self) -> Result<MutexGuard<'_, ()>> {
@@ -754,6 +838,29 @@ impl StateStore for TonboStore {
         let _w = self.store.writer()?;
         let table = self.store.table(&meta)?;
         self.store.scan_table(&table, None)?.pairs(&table.schema)
+    }
+
+    fn streams_tables(&self) -> bool {
+        true
+    }
+
+    fn stream_table(
+        &self,
+        pipeline: &str,
+        state_id: &str,
+        projection: Option<&[usize]>,
+        filters: &[KeyFilter],
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        let Some(meta) = self.store.state_meta(pipeline, state_id)? else {
+            return Ok(None);
+        };
+        let table = {
+            let _w = self.store.writer()?;
+            self.store.table(&meta)?
+        };
+        self.store
+            .stream(table, &meta.info, projection, filters)
+            .map(Some)
     }
 
     fn begin(&self, pipeline: &str) -> Result<u64> {

@@ -14,10 +14,15 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator;
+use tonbo::prelude::{Expr, ScalarValue as TonboScalar};
+
+use super::POINT_READS;
 use super::bridge::to_tonbo;
 use crate::kernels::BoundKernel;
-use crate::state::StateInfo;
 use crate::state::arrow::{RowRecords, state_rows, state_table_fields};
+use crate::state::{KeyFilter, StateInfo};
 
 /// The name of the encoded-key column.
 pub(super) const KEY: &str = "__key";
@@ -103,6 +108,53 @@ impl TableSchema {
             describe(&self.schema)
         )))
     }
+}
+
+/// `filters` as a condition of Tonbo's scan of `table`: each filter whose literal is of (or
+/// casts to) its key column's stored type; others are left to the caller, who applies all
+/// of them again. `IN` lists longer than [`POINT_READS`] are left too (Tonbo evaluates them
+/// slowly).
+pub(super) fn scan_filter(table: &TableSchema, filters: &[KeyFilter]) -> Option<Expr> {
+    let column = |c: usize| &table.info.key_columns[c];
+    let value = |c: usize, v: &ScalarValue| -> Option<TonboScalar> {
+        match v.cast_to(&column(c).data_type).ok()? {
+            ScalarValue::Utf8(Some(s)) => Some(TonboScalar::Utf8(Some(s))),
+            ScalarValue::Int64(Some(i)) => Some(TonboScalar::Int64(Some(i))),
+            ScalarValue::UInt64(Some(u)) => Some(TonboScalar::UInt64(Some(u))),
+            ScalarValue::Boolean(Some(b)) => Some(TonboScalar::Boolean(Some(b))),
+            _ => None,
+        }
+    };
+    let exprs: Vec<Expr> = filters
+        .iter()
+        .filter_map(|f| match f {
+            KeyFilter::Compare {
+                column: c,
+                op,
+                value: v,
+            } => {
+                let (name, v) = (column(*c).name.clone(), value(*c, v)?);
+                Some(match op {
+                    Operator::Eq => Expr::eq(name, v),
+                    Operator::Lt => Expr::lt(name, v),
+                    Operator::LtEq => Expr::lt_eq(name, v),
+                    Operator::Gt => Expr::gt(name, v),
+                    Operator::GtEq => Expr::gt_eq(name, v),
+                    _ => return None,
+                })
+            }
+            KeyFilter::In { column: c, values } if values.len() <= POINT_READS => {
+                let name = &column(*c).name;
+                let eqs: Option<Vec<Expr>> = values
+                    .iter()
+                    .map(|v| Some(Expr::eq(name.clone(), value(*c, v)?)))
+                    .collect();
+                Some(Expr::or(eqs?))
+            }
+            KeyFilter::In { .. } => None,
+        })
+        .collect();
+    (!exprs.is_empty()).then(|| Expr::and(exprs))
 }
 
 /// A state's rows as one scan returned them, indexed by encoded key.
