@@ -28,16 +28,19 @@
 //! indexed by key until the query ends ([`table::Loaded`]). The metadata table is read whole
 //! when the store opens and kept in memory: this process is its only writer.
 //!
-//! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so every call
-//! into Tonbo runs on a thread of its own that blocks on that runtime ([`TonboStore::run`]).
-//! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59).
+//! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so
+//! every call into Tonbo runs on a thread of its own that blocks on that runtime ([`block`]).
+//! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59); `directory.rs`
+//! checks, marks and locks the directory; `table.rs` is a state's table; `redo.rs` the redo
+//! record.
 
 pub mod bridge;
+mod directory;
 mod redo;
 mod table;
 
 use std::collections::BTreeMap;
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,17 +63,14 @@ use super::arrow::state_table_fields;
 use super::memory::now_micros;
 use super::meta::{PipelineMeta, StateMeta, register};
 use super::{
-    Commit, KeyFilter, PipelineInfo, StateInfo, StateStore, StateSummary, TONBO_MARKER,
-    already_committed,
+    Commit, KeyFilter, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed,
 };
 use bridge::{from_tonbo, to_tonbo};
+use directory::{check_directory, clear_stale_locks, io_error, take_lock, write_marker};
 use table::{KEY, Loaded, TableSchema};
 
 type Db = DB<fusio::disk::LocalFs, fusio::executor::tokio::TokioExecutor>;
 
-/// What the marker file holds.
-const LAYOUT: &str = "datafusion-fintech/tonbo/1";
-const LOCK: &str = "LOCK";
 /// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
 pub(super) const POINT_READS: usize = 64;
 /// Batches a streamed state table holds between Tonbo's scan and its reader.
@@ -134,10 +134,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn io_error(path: &Path, what: &str, e: std::io::Error) -> DataFusionError {
-    DataFusionError::Execution(format!("cannot {what} {}: {e}", path.display()))
-}
-
 fn pipeline_key(pipeline: &str) -> String {
     format!("p{pipeline}")
 }
@@ -159,86 +155,6 @@ fn meta_schema() -> SchemaRef {
         Field::new("k", DataType::Utf8, false),
         Field::new("v", DataType::Binary, false),
     ]))
-}
-
-/// Checks what `path` holds before anything is written to it: nothing, or a Tonbo state
-/// directory of this layout.
-fn check_directory(path: &Path) -> Result<()> {
-    if path.exists() && !path.is_dir() {
-        return Err(DataFusionError::Execution(format!(
-            "fintech.state_path {} is a file, not a state directory",
-            path.display()
-        )));
-    }
-    if !path.is_dir() {
-        return Ok(());
-    }
-    let marker = path.join(TONBO_MARKER);
-    if !marker.exists() {
-        let empty = std::fs::read_dir(path)
-            .map_err(|e| io_error(path, "read", e))?
-            .next()
-            .is_none();
-        if empty {
-            return Ok(());
-        }
-        let what = if path.join("CURRENT").is_file() {
-            "a RocksDB state directory; open it with fintech.state_backend = 'rocksdb'"
-        } else {
-            "not a datafusion-fintech state directory (it has files but no Tonbo store)"
-        };
-        return Err(DataFusionError::Execution(format!(
-            "{} is {what}; refusing to write into it",
-            path.display()
-        )));
-    }
-    let layout = std::fs::read_to_string(&marker).map_err(|e| io_error(&marker, "read", e))?;
-    if layout.trim_end() != LAYOUT {
-        return Err(DataFusionError::Execution(format!(
-            "state directory {} has layout '{}', this build reads '{LAYOUT}'; nothing was \
-             changed",
-            path.display(),
-            layout.trim_end()
-        )));
-    }
-    Ok(())
-}
-
-/// Writes the layout marker durably: a directory never holds a store without one.
-fn write_marker(path: &Path) -> Result<()> {
-    let marker = path.join(TONBO_MARKER);
-    if marker.exists() {
-        return Ok(());
-    }
-    let tmp = path.join(format!("{TONBO_MARKER}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, format!("{LAYOUT}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &marker)?;
-        File::open(path)?.sync_all()
-    };
-    write().map_err(|e| io_error(&marker, "write", e))
-}
-
-/// Takes the directory's lock, or says who holds it.
-fn take_lock(path: &Path) -> Result<File> {
-    let file = path.join(LOCK);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&file)
-        .map_err(|e| io_error(&file, "open", e))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(TryLockError::WouldBlock) => Err(DataFusionError::Execution(format!(
-            "state directory {} is in use by another process (its Tonbo store is open there); \
-             a state directory is opened by one process at a time",
-            path.display()
-        ))),
-        Err(TryLockError::Error(e)) => Err(io_error(&file, "lock", e)),
-    }
 }
 
 impl TonboStore {
@@ -704,29 +620,6 @@ async fn open_db(
             other => return other,
         }
     }
-}
-
-/// Removes the `*.lock` files under `dir`, a Tonbo table about to be opened. Tonbo's file
-/// system layer makes a compare-and-swap of a file (its WAL state, a manifest head, a lease)
-/// exclusive with a `<file>.lock` created for the swap; a process that exits or is killed
-/// during a swap leaves it, and every later swap of that file fails ("precondition failed").
-/// The directory lock of the store says that no other process uses the table, and this
-/// process has not opened it yet: whatever lock files are there are stale.
-fn clear_stale_locks(dir: &Path) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        if path.is_dir() {
-            clear_stale_locks(&path)?;
-        } else if path.extension().is_some_and(|e| e == "lock") {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
 }
 
 /// How many times an open that lost a manifest race is tried again.
