@@ -225,17 +225,7 @@ async fn second_process_gets_a_clear_error() {
     register_trades(&ctx, random_ticks(1, 100, 5)).unwrap();
     sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
 
-    let out = fintech_sql(&format!(
-        "SET fintech.state_backend = 'rocksdb'; SET fintech.state_path = '{}';
-         SELECT * FROM fintech_pipelines();",
-        state.display()
-    ))
-    .wait_with_output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is in use by another process"), "{err}");
-    assert!(err.contains(&state.display().to_string()), "{err}");
+    assert_in_use_by_another_process("rocksdb", &state);
 }
 
 async fn open_error(dir: &Path) -> String {

@@ -65,17 +65,7 @@ async fn a_directory_in_use_gets_a_clear_error() {
     register_trades(&ctx, random_ticks(1, 100, 5)).unwrap();
     sql(&ctx, ALL_KERNELS_QUERY).await.unwrap();
 
-    let out = fintech_sql(&format!(
-        "SET fintech.state_backend = 'tonbo'; SET fintech.state_path = '{}';
-         SELECT * FROM fintech_pipelines();",
-        state.display()
-    ))
-    .wait_with_output()
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is in use by another process"), "{err}");
-    assert!(err.contains(&state.display().to_string()), "{err}");
+    assert_in_use_by_another_process("tonbo", &state);
 
     let other = store_context("tonbo", 1, &state, 1 << 20).await;
     let err = sql(&other, "SELECT * FROM fintech_pipelines()")

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
 
 use super::codec::KeyColumn;
-use super::{PipelineInfo, StateInfo};
+use super::{PipelineInfo, StateInfo, StateSummary};
 use crate::kernels::fields::{ByteReader as Reader, FieldSource};
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -123,6 +123,15 @@ pub(crate) struct StateMeta {
 }
 
 impl StateMeta {
+    /// The state as `fintech_states` lists it.
+    pub(crate) fn summary(self) -> StateSummary {
+        StateSummary {
+            info: self.info,
+            keys: self.keys,
+            bytes: self.bytes,
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
         out.extend_from_slice(&self.state_no.to_le_bytes());

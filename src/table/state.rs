@@ -31,6 +31,14 @@ use crate::state::{KeyFilter, StateInfo, StateStore, StoreRegistry};
 
 const USAGE: &str = "fintech_state('pipeline', 'state_id')";
 
+/// The value of `e`, if it is a literal other than NULL.
+fn literal(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        _ => None,
+    }
+}
+
 #[derive(Debug)]
 pub struct StateFunction {
     registry: Arc<StoreRegistry>,
@@ -91,16 +99,17 @@ impl StateTable {
         })
     }
 
-    /// Literal values a filter allows for key column `col`, if the filter fixes it.
-    fn key_values(&self, filter: &Expr) -> Option<(usize, Vec<ScalarValue>)> {
-        let col_index = |e: &Expr| match e {
+    /// The key column `e` is, if it is one.
+    fn key_column(&self, e: &Expr) -> Option<usize> {
+        match e {
             Expr::Column(c) => self.info.key_columns.iter().position(|k| k.name == c.name),
             _ => None,
-        };
-        let literal = |e: &Expr| match e {
-            Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
-            _ => None,
-        };
+        }
+    }
+
+    /// Literal values a filter allows for key column `col`, if the filter fixes it.
+    fn key_values(&self, filter: &Expr) -> Option<(usize, Vec<ScalarValue>)> {
+        let col_index = |e: &Expr| self.key_column(e);
         match filter {
             Expr::BinaryExpr(BinaryExpr {
                 left,
@@ -125,14 +134,7 @@ impl StateTable {
     /// The condition `filter` sets on one key column, if it is one a store can apply while it
     /// reads (a comparison with a literal, `BETWEEN` two literals, `IN` a list of literals).
     fn key_filters(&self, filter: &Expr) -> Option<Vec<KeyFilter>> {
-        let col_index = |e: &Expr| match e {
-            Expr::Column(c) => self.info.key_columns.iter().position(|k| k.name == c.name),
-            _ => None,
-        };
-        let literal = |e: &Expr| match e {
-            Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
-            _ => None,
-        };
+        let col_index = |e: &Expr| self.key_column(e);
         let compare = |column, op, value| Some(vec![KeyFilter::Compare { column, op, value }]);
         match filter {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {

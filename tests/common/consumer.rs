@@ -70,6 +70,22 @@ pub fn consumer_script(
     s
 }
 
+/// Asserts that a new process cannot open `state` on `backend` (this process has it open),
+/// and that its error says so and names the directory.
+pub fn assert_in_use_by_another_process(backend: &str, state: &Path) {
+    let out = fintech_sql(&format!(
+        "SET fintech.state_backend = '{backend}'; SET fintech.state_path = '{}';
+         SELECT * FROM fintech_pipelines();",
+        state.display()
+    ))
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another process"), "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+}
+
 pub fn run_to_end(script: &str) -> String {
     let out = fintech_sql(script).wait_with_output().unwrap();
     assert!(

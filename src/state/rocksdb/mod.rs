@@ -1227,11 +1227,7 @@ impl StateStore for RocksStore {
                 continue;
             }
             let meta = StateMeta::decode(&v).map_err(|e| self.damaged(pipeline, e))?;
-            out.push(StateSummary {
-                info: meta.info,
-                keys: meta.keys,
-                bytes: meta.bytes,
-            });
+            out.push(meta.summary());
         }
         Ok(out)
     }

@@ -665,11 +665,7 @@ impl StateStore for TonboStore {
                 break;
             }
             let meta = StateMeta::decode(v).map_err(|e| self.store.damaged_meta(pipeline, e))?;
-            out.push(StateSummary {
-                info: meta.info,
-                keys: meta.keys,
-                bytes: meta.bytes,
-            });
+            out.push(meta.summary());
         }
         Ok(out)
     }
