@@ -262,3 +262,79 @@ impl Loaded {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, UInt64Array};
+
+    use super::*;
+    use crate::state::KeyColumn;
+
+    fn info(kernel: &str, params: &[&str]) -> StateInfo {
+        StateInfo {
+            state_id: format!("{kernel}(price)@symbol"),
+            kernel: kernel.into(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+            inputs: vec!["price".into()],
+            key_columns: vec![KeyColumn {
+                name: "symbol".into(),
+                data_type: DataType::Utf8View,
+            }],
+            order_type: DataType::Int64,
+            encoding_version: 1,
+            reads_from: 1,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_a_foreign_table_is_named() {
+        let table = TableSchema::new(&info("ewma", &["0.5"])).unwrap();
+        // Key columns are stored as their canonical type.
+        assert_eq!(table.schema.field(1).data_type(), &DataType::Utf8);
+        // Records -> rows -> records.
+        let mut states = table.kernel.new_column();
+        states.push_new();
+        let mut record = Vec::new();
+        states.record(0, &mut record);
+        let key = crate::state::codec::encode_keys(
+            &[Arc::new(datafusion::arrow::array::StringArray::from(vec!["A"])) as _],
+            &[crate::state::KeyType::Utf8],
+            1,
+        )
+        .unwrap();
+        let batch = table
+            .batch(std::iter::once((key.row(0), record.as_slice())))
+            .unwrap();
+        let loaded = Loaded::new(&table, vec![batch.clone()], "/x").unwrap();
+        let mut got = Vec::new();
+        loaded
+            .records(&table, &[key.row(0), b"missing"], &mut |i, r| {
+                got.push((i, r.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(got, vec![(0, record)]);
+
+        // A table of vwap's columns read as ewma's state.
+        let other = TableSchema::new(&info("vwap", &[])).unwrap();
+        let foreign = RecordBatch::try_new(
+            Arc::clone(&other.schema),
+            vec![
+                Arc::new(BinaryArray::from_iter_values([b"k"])),
+                Arc::new(datafusion::arrow::array::StringArray::from(vec!["A"])),
+                Arc::new(Float64Array::from(vec![1.0])),
+                Arc::new(Float64Array::from(vec![1.0])),
+                Arc::new(UInt64Array::from(vec![1])),
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![Some(1)])),
+            ],
+        );
+        let foreign = foreign.unwrap();
+        let err = Loaded::new(&table, vec![foreign], "/state/dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state 'ewma(price)@symbol'") && err.contains("/state/dir"),
+            "{err}"
+        );
+    }
+}
