@@ -5,7 +5,7 @@
 //! the build:
 //!
 //! - **commits**: a pipeline commits `ewma(price, 0.06)` over the same 1,000 keys N times
-//!   (N = 10, 100, 1,000; FINTECH_BENCH_COMMITS=10,100 to choose), one query per commit in one
+//!   (N = 10, 100, 200, 1,000; FINTECH_BENCH_COMMITS=10,100 to choose), one query per commit in one
 //!   process. Prints ms per commit, the directory's size next to the state's own (the
 //!   records' bytes, `fintech_states`), and the time a new process takes from its first
 //!   statement to the answer of `SELECT commits FROM fintech_pipelines()` (the store's open,
@@ -88,6 +88,17 @@ async fn commit(ctx: &SessionContext, batch: RecordBatch, tag: usize) {
     ctx.sql(EWMA).await.unwrap().collect().await.unwrap();
 }
 
+/// In a child process: `n` commits; prints the milliseconds per commit and the state's bytes.
+async fn commit_many(backend: &str, n: usize, dir: &Path) {
+    let ctx = context(backend, dir).await;
+    let start = Instant::now();
+    for i in 0..n {
+        commit(&ctx, rows(1_000, i as i64), i).await;
+    }
+    let per = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+    println!("{per} {}", state_bytes(&ctx).await);
+}
+
 /// In a child process: open the store and answer one query; prints the milliseconds.
 async fn open_once(backend: &str, dir: &Path) {
     let start = Instant::now();
@@ -142,7 +153,7 @@ async fn state_bytes(ctx: &SessionContext) -> u64 {
 
 async fn commits_part() {
     let counts: Vec<usize> = std::env::var("FINTECH_BENCH_COMMITS")
-        .unwrap_or_else(|_| "10,100,1000".into())
+        .unwrap_or_else(|_| "10,100,200,1000".into())
         .split(',')
         .map(|c| c.trim().parse().unwrap())
         .collect();
@@ -157,14 +168,22 @@ async fn commits_part() {
         for &n in &counts {
             let dir = tempfile::tempdir().unwrap();
             let state = dir.path().join("state");
-            let ctx = context(backend, &state).await;
-            let start = Instant::now();
-            for i in 0..n {
-                commit(&ctx, rows(1_000, i as i64), i).await;
-            }
-            let per = start.elapsed().as_secs_f64() * 1e3 / n as f64;
-            let live = state_bytes(&ctx).await;
-            drop(ctx);
+            // In a process of its own: a process keeps its Tonbo stores open until it exits.
+            let out = Command::new(std::env::current_exe().unwrap())
+                .env(
+                    "FINTECH_BENCH_COMMIT",
+                    format!("{backend}:{n}:{}", state.display()),
+                )
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (per, live) = text.trim().split_once(' ').unwrap();
+            let (per, live): (f64, u64) = (per.parse().unwrap(), live.parse().unwrap());
             println!(
                 "{backend:<8} {n:>8} {per:>10.1} {:>10.2} {:>10.3} {:>10.0}",
                 dir_bytes(&state) as f64 / (1 << 20) as f64,
@@ -215,6 +234,16 @@ async fn scan_part() {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(spec) = std::env::var("FINTECH_BENCH_COMMIT") {
+        let mut parts = spec.splitn(3, ':');
+        let (backend, n, dir) = (
+            parts.next().unwrap(),
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap(),
+        );
+        commit_many(backend, n, Path::new(dir)).await;
+        return;
+    }
     if let Ok(spec) = std::env::var("FINTECH_BENCH_OPEN") {
         let (backend, dir) = spec.split_once(':').unwrap();
         open_once(backend, Path::new(dir)).await;

@@ -56,7 +56,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Runtime;
-use tonbo::db::{BatchesThreshold, CompactionOptions, DB};
+use tonbo::db::{
+    BatchesThreshold, CompactionOptions, CompactionStrategy, DB, LeveledPlannerConfig,
+};
 use tonbo::prelude::{DbBuilder, Expr, ScalarValue};
 
 use super::arrow::state_table_fields;
@@ -588,9 +590,11 @@ fn block<T: Send, F: Future<Output = T>>(runtime: &Runtime, make: impl FnOnce() 
     })
 }
 
-/// Opens (or creates) a Tonbo table at `dir`. Every ingest seals the memtable, and sealed
-/// memtables are written to files at once, so that an open replays at most the last commits
-/// from the write-ahead log; major compaction keeps the files of overwritten keys few.
+/// Opens (or creates) a Tonbo table at `dir`. Every [`SEAL_BATCHES`] ingests seal the
+/// memtable, and a sealed memtable is written to a file at once, so that an open replays at
+/// most the last few commits from the write-ahead log; level 0 is compacted from
+/// [`L0_TRIGGER`] files on, so that a scan (which reads every version a level-0 file holds)
+/// stays short.
 ///
 /// An open that loses a race between two of Tonbo's own manifest writes ("precondition
 /// failed", seen on this machine under load on fresh directories) is tried again.
@@ -606,9 +610,17 @@ async fn open_db(
             .map_err(|e| e.to_string())?
             .on_disk(dir)
             .map_err(|e| e.to_string())?
-            .with_seal_policy(Arc::new(BatchesThreshold { batches: 1 }))
+            .with_seal_policy(Arc::new(BatchesThreshold {
+                batches: SEAL_BATCHES,
+            }))
             .with_minor_compaction(1, 0)
-            .with_compaction_options(CompactionOptions::new())
+            .with_compaction_options(CompactionOptions::new().strategy(
+                CompactionStrategy::Leveled(LeveledPlannerConfig {
+                    l0_trigger: L0_TRIGGER,
+                    l0_max_inputs: 8,
+                    ..LeveledPlannerConfig::default()
+                }),
+            ))
             .open()
             .await
             .map_err(|e| e.to_string());
@@ -621,6 +633,11 @@ async fn open_db(
         }
     }
 }
+
+/// Ingests a memtable holds before it is sealed, and written to a Parquet file.
+const SEAL_BATCHES: usize = 8;
+/// Files in level 0 that start a compaction into level 1.
+const L0_TRIGGER: usize = 2;
 
 /// How many times an open that lost a manifest race is tried again.
 const OPEN_ATTEMPTS: u64 = 5;
