@@ -861,11 +861,14 @@ impl StateStore for TonboStore {
         self.store.write_meta(puts, Vec::new())?;
         // Committed: what fails from here on is finished from the redo record before the
         // state is next read.
-        self.store.ingest(batches)
+        self.store
+            .ingest(batches)
             .and_then(|()| self.store.write_meta(Vec::new(), redo_keys))
             .map_err(|e| {
                 DataFusionError::Execution(format!(
-                    "pipeline '{pipeline}' committed (its commit and tag are durable), but its                      state tables were not all written: {e}; they are written from the                      commit's redo record before the state is next read"
+                    "pipeline '{pipeline}' committed (its commit and tag are durable), but its \
+                     state tables were not all written: {e}; they are written from the \
+                     commit's redo record before the state is next read"
                 ))
             })
     }
