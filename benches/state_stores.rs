@@ -115,21 +115,25 @@ async fn open_once(backend: &str, dir: &Path) {
     println!("{ms}");
 }
 
+/// What this benchmark, run again as a child process with `var` set to `value`, prints.
+fn child(var: &str, value: String) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(var, value)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The best of 3 child processes' open times, in ms.
 fn open_ms(backend: &str, dir: &Path) -> f64 {
     (0..3)
         .map(|_| {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .env("FINTECH_BENCH_OPEN", format!("{backend}:{}", dir.display()))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
+            child("FINTECH_BENCH_OPEN", format!("{backend}:{}", dir.display()))
                 .parse::<f64>()
                 .unwrap()
         })
@@ -169,20 +173,11 @@ async fn commits_part() {
             let dir = tempfile::tempdir().unwrap();
             let state = dir.path().join("state");
             // In a process of its own: a process keeps its Tonbo stores open until it exits.
-            let out = Command::new(std::env::current_exe().unwrap())
-                .env(
-                    "FINTECH_BENCH_COMMIT",
-                    format!("{backend}:{n}:{}", state.display()),
-                )
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let text = child(
+                "FINTECH_BENCH_COMMIT",
+                format!("{backend}:{n}:{}", state.display()),
             );
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let (per, live) = text.trim().split_once(' ').unwrap();
+            let (per, live) = text.split_once(' ').unwrap();
             let (per, live): (f64, u64) = (per.parse().unwrap(), live.parse().unwrap());
             println!(
                 "{backend:<8} {n:>8} {per:>10.1} {:>10.2} {:>10.3} {:>10.0}",

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Array, Int64Builder,
-    ListBuilder, RecordBatch, TimestampNanosecondBuilder, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, ListBuilder, RecordBatch, TimestampNanosecondArray,
+    TimestampNanosecondBuilder, UInt64Array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -95,9 +96,21 @@ pub fn state_rows<'a>(
 /// `first_field` on, then `rows_applied` and `last_applied`.
 pub struct RowRecords<'a> {
     def: &'static KernelDef,
-    fields: &'a [ArrayRef],
+    /// The state-field columns, each as its field type's array.
+    fields: Vec<FieldColumn<'a>>,
     rows: &'a UInt64Array,
     last: Int64Array,
+}
+
+/// A state-field column, downcast once for all its rows.
+enum FieldColumn<'a> {
+    F64(&'a Float64Array),
+    OptF64(&'a Float64Array),
+    I64(&'a Int64Array),
+    Bool(&'a BooleanArray),
+    Timestamp(&'a TimestampNanosecondArray),
+    /// A list's offsets and the values they index.
+    List(&'a [i32], &'a [f64]),
 }
 
 impl<'a> RowRecords<'a> {
@@ -116,10 +129,31 @@ impl<'a> RowRecords<'a> {
                 first_field + n + 2
             )));
         }
+        let fields = def
+            .fields
+            .iter()
+            .zip(&columns[first_field..first_field + n])
+            .map(|(field, column)| match field.ty {
+                FieldType::F64 => FieldColumn::F64(column.as_primitive::<Float64Type>()),
+                FieldType::OptF64 => FieldColumn::OptF64(column.as_primitive::<Float64Type>()),
+                FieldType::I64 => FieldColumn::I64(column.as_primitive::<Int64Type>()),
+                FieldType::Bool => FieldColumn::Bool(column.as_boolean()),
+                FieldType::Timestamp => {
+                    FieldColumn::Timestamp(column.as_primitive::<TimestampNanosecondType>())
+                }
+                FieldType::ListF64 => {
+                    let list = column.as_list::<i32>();
+                    FieldColumn::List(
+                        list.value_offsets(),
+                        list.values().as_primitive::<Float64Type>().values(),
+                    )
+                }
+            })
+            .collect();
         let last = cast(&columns[first_field + n + 1], &DataType::Int64)?;
         Ok(Self {
             def,
-            fields: &columns[first_field..first_field + n],
+            fields,
             rows: columns[first_field + n].as_primitive::<UInt64Type>(),
             last: last.as_primitive::<Int64Type>().clone(),
         })
@@ -134,21 +168,16 @@ impl<'a> RowRecords<'a> {
         };
         encode_header(&header, out);
         let mut sink = Bytes(out);
-        for (field, column) in self.def.fields.iter().zip(self.fields) {
-            let valid = column.is_valid(row);
-            match field.ty {
-                FieldType::F64 => sink.f64(column.as_primitive::<Float64Type>().value(row)),
-                FieldType::OptF64 => {
-                    sink.opt_f64(valid.then(|| column.as_primitive::<Float64Type>().value(row)))
-                }
-                FieldType::I64 => sink.i64(column.as_primitive::<Int64Type>().value(row)),
-                FieldType::Bool => sink.bool(column.as_boolean().value(row)),
-                FieldType::Timestamp => sink.timestamp(
-                    valid.then(|| column.as_primitive::<TimestampNanosecondType>().value(row)),
-                ),
-                FieldType::ListF64 => {
-                    let list = column.as_list::<i32>().value(row);
-                    sink.list_f64(&[list.as_primitive::<Float64Type>().values()]);
+        for column in &self.fields {
+            match column {
+                FieldColumn::F64(a) => sink.f64(a.value(row)),
+                FieldColumn::OptF64(a) => sink.opt_f64(a.is_valid(row).then(|| a.value(row))),
+                FieldColumn::I64(a) => sink.i64(a.value(row)),
+                FieldColumn::Bool(a) => sink.bool(a.value(row)),
+                FieldColumn::Timestamp(a) => sink.timestamp(a.is_valid(row).then(|| a.value(row))),
+                FieldColumn::List(offsets, values) => {
+                    let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+                    sink.list_f64(&[&values[from..to]]);
                 }
             }
         }

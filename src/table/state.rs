@@ -109,24 +109,15 @@ impl StateTable {
 
     /// Literal values a filter allows for key column `col`, if the filter fixes it.
     fn key_values(&self, filter: &Expr) -> Option<(usize, Vec<ScalarValue>)> {
-        let col_index = |e: &Expr| self.key_column(e);
-        match filter {
-            Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) => match (col_index(left), literal(right)) {
-                (Some(i), Some(v)) => Some((i, vec![v])),
-                _ => match (col_index(right), literal(left)) {
-                    (Some(i), Some(v)) => Some((i, vec![v])),
-                    _ => None,
+        match self.key_filters(filter)?.as_slice() {
+            [
+                KeyFilter::Compare {
+                    column,
+                    op: Operator::Eq,
+                    value,
                 },
-            },
-            Expr::InList(list) if !list.negated => {
-                let i = col_index(&list.expr)?;
-                let values: Option<Vec<_>> = list.list.iter().map(literal).collect();
-                Some((i, values?))
-            }
+            ] => Some((*column, vec![value.clone()])),
+            [KeyFilter::In { column, values }] => Some((*column, values.clone())),
             _ => None,
         }
     }

@@ -64,7 +64,7 @@ mod log;
 
 mod read_ahead;
 
-use super::meta::{PipelineMeta, StateMeta};
+use super::meta::{PipelineMeta, StateMeta, register};
 use data_keys::{DataKeys, PARALLEL_KEYS, on_threads, threads_for};
 use layout::*;
 
@@ -541,51 +541,28 @@ impl RocksStore {
         undo: Option<u64>,
     ) -> Result<HashMap<String, StateMeta>> {
         let mut out = HashMap::default();
+        let location = self.path.display().to_string();
         for info in states {
-            let meta = match self.state_meta(pipeline, &info.state_id)? {
-                Some(mut meta) => {
-                    if let Some(why) = meta.info.mismatch(info) {
-                        return Err(DataFusionError::Execution(format!(
-                            "pipeline '{pipeline}' in {}: {why}",
-                            self.path.display()
-                        )));
-                    }
-                    if meta.info.encoding_version < info.encoding_version {
-                        // Records of the newer encoding are written from now on, and this
-                        // build reads both: the state records the newer version.
-                        let key = state_key(pipeline, &info.state_id);
-                        if let Some(attempt) = undo {
-                            let p = w.pending.entry(attempt).or_default();
-                            let mut before = vec![1u8];
-                            before.extend_from_slice(&meta.encode());
-                            batch.put(undo_key(attempt, &key, p.seq), before);
-                            p.seq += 1;
-                        }
-                        meta.info.encoding_version = info.encoding_version;
-                        meta.info.reads_from = info.encoding_version;
-                        batch.put(&key, meta.encode());
-                    }
-                    meta
-                }
-                None => {
-                    let meta = StateMeta {
-                        state_no: w.next_state,
-                        keys: 0,
-                        bytes: 0,
-                        info: info.clone(),
+            let stored = self.state_meta(pipeline, &info.state_id)?;
+            let meta = register(stored.clone(), info, &mut w.next_state, pipeline, &location)?;
+            if stored.as_ref() != Some(&meta) {
+                // New, or raised to a newer encoding version: written, with an undo entry
+                // holding what it was (nothing, for a new state).
+                let key = state_key(pipeline, &info.state_id);
+                if let Some(attempt) = undo {
+                    let p = w.pending.entry(attempt).or_default();
+                    let before = match &stored {
+                        Some(old) => [&[1u8][..], &old.encode()].concat(),
+                        None => vec![0u8],
                     };
-                    w.next_state += 1;
-                    batch.put(meta_key("next_state"), w.next_state.to_le_bytes());
-                    let key = state_key(pipeline, &info.state_id);
-                    if let Some(attempt) = undo {
-                        let p = w.pending.entry(attempt).or_default();
-                        batch.put(undo_key(attempt, &key, p.seq), [0u8]);
-                        p.seq += 1;
-                    }
-                    batch.put(&key, meta.encode());
-                    meta
+                    batch.put(undo_key(attempt, &key, p.seq), before);
+                    p.seq += 1;
                 }
-            };
+                if stored.is_none() {
+                    batch.put(meta_key("next_state"), w.next_state.to_le_bytes());
+                }
+                batch.put(&key, meta.encode());
+            }
             out.insert(info.state_id.clone(), meta);
         }
         Ok(out)
