@@ -74,6 +74,46 @@ pub struct FintechConfig {
     /// Memory for states read ahead in one scan, shared by every RocksDB state in the process;
     /// 0: states are read key by key.
     pub rocksdb_read_ahead_bytes: usize,
+    /// How a Tonbo store on `s3://` reaches its object store.
+    pub s3: S3Settings,
+}
+
+/// The object store of a `fintech.state_path = 's3://bucket/prefix'`. An empty setting falls
+/// back to the usual AWS environment variable.
+#[derive(Clone, Default, PartialEq)]
+pub struct S3Settings {
+    /// `http(s)://host:port` of an S3-compatible server; empty: AWS (`AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL`).
+    pub endpoint: String,
+    /// Empty: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Empty: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// Empty: `AWS_SECRET_ACCESS_KEY`. `SHOW` gives `********` for a value that is set.
+    pub secret_access_key: String,
+    /// Empty: `AWS_SESSION_TOKEN`. `SHOW` gives `********` for a value that is set.
+    pub session_token: String,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .finish()
+    }
+}
+
+/// What `SHOW` (and `Debug`) gives for a secret.
+fn hidden(secret: &str) -> String {
+    if secret.is_empty() {
+        String::new()
+    } else {
+        "********".into()
+    }
 }
 
 impl Default for FintechConfig {
@@ -91,6 +131,7 @@ impl Default for FintechConfig {
             rocksdb_write_buffer_bytes: 64 << 20,
             rocksdb_commit_log_bytes: 64 << 20,
             rocksdb_read_ahead_bytes: 256 << 20,
+            s3: S3Settings::default(),
         }
     }
 }
@@ -156,6 +197,30 @@ const ENTRIES: &[(&str, &str)] = &[
         "Memory for RocksDB states that a query reads much of, read whole in one scan instead \
          of key by key, for every state in the process (default 256 MiB; 0: always key by \
          key; read when a store opens).",
+    ),
+    (
+        "s3.endpoint",
+        "URL of the S3-compatible server of an s3:// fintech.state_path (default: the \
+         environment's AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS).",
+    ),
+    (
+        "s3.region",
+        "Region of an s3:// fintech.state_path (default: AWS_REGION, AWS_DEFAULT_REGION, \
+         else us-east-1).",
+    ),
+    (
+        "s3.access_key_id",
+        "Access key of an s3:// fintech.state_path (default: AWS_ACCESS_KEY_ID).",
+    ),
+    (
+        "s3.secret_access_key",
+        "Secret key of an s3:// fintech.state_path (default: AWS_SECRET_ACCESS_KEY; shown \
+         as ********).",
+    ),
+    (
+        "s3.session_token",
+        "Session token of an s3:// fintech.state_path (default: AWS_SESSION_TOKEN; shown \
+         as ********).",
     ),
 ];
 
@@ -288,6 +353,11 @@ impl ExtensionOptions for FintechConfig {
             }
             "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes = parse_bytes(key, value)?,
             "rocksdb.read_ahead_bytes" => self.rocksdb_read_ahead_bytes = parse_bytes(key, value)?,
+            "s3.endpoint" => self.s3.endpoint = value.trim().to_string(),
+            "s3.region" => self.s3.region = value.trim().to_string(),
+            "s3.access_key_id" => self.s3.access_key_id = value.trim().to_string(),
+            "s3.secret_access_key" => self.s3.secret_access_key = value.to_string(),
+            "s3.session_token" => self.s3.session_token = value.to_string(),
             other => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting fintech.{other}: the fintech settings are {}",
@@ -320,6 +390,11 @@ impl ExtensionOptions for FintechConfig {
                     "rocksdb.write_buffer_bytes" => self.rocksdb_write_buffer_bytes.to_string(),
                     "rocksdb.commit_log_bytes" => self.rocksdb_commit_log_bytes.to_string(),
                     "rocksdb.read_ahead_bytes" => self.rocksdb_read_ahead_bytes.to_string(),
+                    "s3.endpoint" => self.s3.endpoint.clone(),
+                    "s3.region" => self.s3.region.clone(),
+                    "s3.access_key_id" => self.s3.access_key_id.clone(),
+                    "s3.secret_access_key" => hidden(&self.s3.secret_access_key),
+                    "s3.session_token" => hidden(&self.s3.session_token),
                     _ => unreachable!(),
                 }),
                 description,
@@ -351,11 +426,18 @@ mod tests {
                 .contains("unknown")
         );
         assert!(c.set("nope", "x").is_err());
+        c.set("s3.secret_access_key", "s3cr3t").unwrap();
+        assert_eq!(c.s3.secret_access_key, "s3cr3t");
         let e = c.entries();
         assert!(e.iter().all(|e| e.key.starts_with("fintech.")));
         assert!(
             e.iter()
                 .any(|e| e.key == "fintech.pipeline" && e.value.as_deref() == Some("ticks"))
         );
+        assert!(
+            e.iter().any(|e| e.key == "fintech.s3.secret_access_key"
+                && e.value.as_deref() == Some("********"))
+        );
+        assert!(!format!("{e:?}").contains("s3cr3t"));
     }
 }

@@ -292,28 +292,11 @@ fn state_survives_the_process() {
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, 2, 500);
-    run_to_end(&consumer_script(
-        "rocksdb",
-        &data_dir,
-        &state,
-        STAGING_AND_LOG,
-        0,
-        1,
-    ));
-    let after_first = dump_state("rocksdb", &state);
+    let target = Target::local("rocksdb", &state);
+    run_to_end(&consumer_script(&target, &data_dir, STAGING_AND_LOG, 0, 1));
+    let after_first = dump_state(&target);
     assert!(after_first.contains("batch-0"));
-    assert_eq!(
-        dump_state("rocksdb", &state),
-        after_first,
-        "reading changes nothing"
-    );
-    run_to_end(&consumer_script(
-        "rocksdb",
-        &data_dir,
-        &state,
-        STAGING_AND_LOG,
-        1,
-        2,
-    ));
-    assert!(dump_state("rocksdb", &state).contains("batch-1"));
+    assert_eq!(dump_state(&target), after_first, "reading changes nothing");
+    run_to_end(&consumer_script(&target, &data_dir, STAGING_AND_LOG, 1, 2));
+    assert!(dump_state(&target).contains("batch-1"));
 }

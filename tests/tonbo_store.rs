@@ -33,20 +33,13 @@ fn state_survives_the_process() {
     let data_dir = dir.path().join("data");
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, 2, 500);
-    run_to_end(&consumer_script(
-        "tonbo", &data_dir, &state, TUNINGS[0], 0, 1,
-    ));
-    let after_first = dump_state("tonbo", &state);
+    let target = Target::local("tonbo", &state);
+    run_to_end(&consumer_script(&target, &data_dir, TUNINGS[0], 0, 1));
+    let after_first = dump_state(&target);
     assert!(after_first.contains("batch-0"));
-    assert_eq!(
-        dump_state("tonbo", &state),
-        after_first,
-        "reading changes nothing"
-    );
-    run_to_end(&consumer_script(
-        "tonbo", &data_dir, &state, TUNINGS[0], 1, 2,
-    ));
-    assert!(dump_state("tonbo", &state).contains("batch-1"));
+    assert_eq!(dump_state(&target), after_first, "reading changes nothing");
+    run_to_end(&consumer_script(&target, &data_dir, TUNINGS[0], 1, 2));
+    assert!(dump_state(&target).contains("batch-1"));
     let mut names: Vec<String> = snapshot_dir(&state).into_keys().collect();
     names.sort();
     assert_eq!(names, ["FINTECH_TONBO", "LOCK", "meta", "states"]);
@@ -157,7 +150,11 @@ async fn foreign_and_damaged_directories_are_refused_untouched() {
     std::fs::create_dir(&data_dir).unwrap();
     write_batches(&data_dir, 1, 200);
     run_to_end(&consumer_script(
-        "tonbo", &data_dir, &damaged, TUNINGS[0], 0, 1,
+        &Target::local("tonbo", &damaged),
+        &data_dir,
+        TUNINGS[0],
+        0,
+        1,
     ));
     std::fs::write(damaged.join("meta/manifest/version/head.json"), "{ garbage").unwrap();
     let before = tree(&damaged);
@@ -202,8 +199,11 @@ async fn key_filters_are_applied_in_tonbos_scan() {
     assert!(some > 0 && some < all, "{some} of {all}");
     drop(ctx);
 
-    let store =
-        datafusion_fintech::state::tonbo::TonboStore::open(state.to_str().unwrap()).unwrap();
+    let store = datafusion_fintech::state::tonbo::TonboStore::open(
+        state.to_str().unwrap(),
+        &datafusion_fintech::config::FintechConfig::default(),
+    )
+    .unwrap();
     let filter = KeyFilter::Compare {
         column: 0,
         op: Operator::GtEq,

@@ -401,7 +401,7 @@ impl StoreRegistry {
             #[cfg(feature = "rocksdb")]
             "rocksdb" => Arc::new(rocksdb::RocksStore::open(path, settings)?),
             #[cfg(feature = "tonbo")]
-            "tonbo" => Arc::new(tonbo::TonboStore::open(path)?),
+            "tonbo" => Arc::new(tonbo::TonboStore::open(path, settings)?),
             other => return Err(crate::config::backend_unavailable(other)),
         };
         stores.insert(id, Arc::clone(&store));

@@ -25,35 +25,60 @@ pub const STATES: &[&str] = &[
     "ofi(bid_px,bid_sz,ask_px,ask_sz)@symbol",
 ];
 
+/// Where a consumer keeps its pipeline: a backend, a location (a directory, or
+/// `s3://bucket/prefix`), and the environment its processes need to reach it.
+#[derive(Clone)]
+pub struct Target {
+    pub backend: String,
+    pub state: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Target {
+    /// `backend` in the directory `state`.
+    pub fn local(backend: &str, state: &Path) -> Self {
+        Self {
+            backend: backend.into(),
+            state: state.display().to_string(),
+            env: Vec::new(),
+        }
+    }
+}
+
 pub fn fintech_sql(script: &str) -> std::process::Child {
+    fintech_sql_in(script, &[])
+}
+
+/// `fintech-sql` running `script` with the environment variables `env` added.
+pub fn fintech_sql_in(script: &str, env: &[(String, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_fintech-sql"))
         .args(["-c", script])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// The settings of the consumer's pipeline `crash` on `backend` at `state`.
-pub fn settings(backend: &str, state: &Path) -> String {
+/// The settings of the consumer's pipeline `crash` at `target`.
+pub fn settings(target: &Target) -> String {
     format!(
-        "SET fintech.state_backend = '{backend}'; SET fintech.state_path = '{}';
+        "SET fintech.state_backend = '{}'; SET fintech.state_path = '{}';
          SET fintech.pipeline = 'crash';",
-        state.display()
+        target.backend, target.state
     )
 }
 
 /// The script that processes batches `from..to`, each committed with its tag, each writing
 /// its output rows to out_<i>.csv.
 pub fn consumer_script(
-    backend: &str,
+    target: &Target,
     dir: &Path,
-    state: &Path,
     tuning: &str,
     from: usize,
     to: usize,
 ) -> String {
-    let mut s = settings(backend, state);
+    let mut s = settings(target);
     s.push_str(tuning);
     for i in from..to {
         s.push_str(&format!(
@@ -87,7 +112,12 @@ pub fn assert_in_use_by_another_process(backend: &str, state: &Path) {
 }
 
 pub fn run_to_end(script: &str) -> String {
-    let out = fintech_sql(script).wait_with_output().unwrap();
+    run_to_end_in(script, &[])
+}
+
+/// [`run_to_end`] with the environment variables `env` added.
+pub fn run_to_end_in(script: &str, env: &[(String, String)]) -> String {
+    let out = fintech_sql_in(script, env).wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -96,11 +126,14 @@ pub fn run_to_end(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn last_committed(backend: &str, state: &Path) -> Option<usize> {
-    let out = run_to_end(&format!(
-        "{} SELECT last_commit_tag FROM fintech_pipelines();",
-        settings(backend, state)
-    ));
+pub fn last_committed(target: &Target) -> Option<usize> {
+    let out = run_to_end_in(
+        &format!(
+            "{} SELECT last_commit_tag FROM fintech_pipelines();",
+            settings(target)
+        ),
+        &target.env,
+    );
     out.lines()
         .find_map(|l| l.split("batch-").nth(1))
         .map(|rest| {
@@ -110,8 +143,8 @@ pub fn last_committed(backend: &str, state: &Path) -> Option<usize> {
         })
 }
 
-pub fn dump_state(backend: &str, state: &Path) -> String {
-    let mut s = settings(backend, state);
+pub fn dump_state(target: &Target) -> String {
+    let mut s = settings(target);
     s.push_str("SELECT pipeline, commits, last_commit_tag FROM fintech_pipelines();");
     s.push_str("SELECT state_id, keys, bytes FROM fintech_states('crash') ORDER BY state_id;");
     for id in STATES {
@@ -119,7 +152,7 @@ pub fn dump_state(backend: &str, state: &Path) -> String {
             "SELECT * FROM fintech_state('crash', '{id}') ORDER BY symbol;"
         ));
     }
-    run_to_end(&s)
+    run_to_end_in(&s, &target.env)
 }
 
 pub fn write_batches(dir: &Path, batches: usize, rows: usize) {
@@ -162,6 +195,14 @@ pub fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// another way: staging and the commit log, no commit log, a commit log that folds, reads
 /// ahead and stages from them, or folds rows sorted by key.
 pub fn sigkill_at_random_points_then_resume(backend: &str, tunings: &[&str]) {
+    sigkill_at_random_points_then_resume_at(tunings, &|run_dir| {
+        Target::local(backend, &run_dir.join("state"))
+    })
+}
+
+/// [`sigkill_at_random_points_then_resume`] with the pipeline of each run (in its directory
+/// `run_dir`) at `target(run_dir)`.
+pub fn sigkill_at_random_points_then_resume_at(tunings: &[&str], target: &dyn Fn(&Path) -> Target) {
     const BATCHES: usize = 10;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -174,13 +215,14 @@ pub fn sigkill_at_random_points_then_resume(backend: &str, tunings: &[&str]) {
     let mut full = Vec::new();
     for (t, tuning) in tunings.iter().enumerate() {
         let run_dir = batch_dir(dir.path(), &format!("clean{t}"), &data_dir, BATCHES);
-        let state = run_dir.join("state");
+        let state = target(&run_dir);
         let start = Instant::now();
-        run_to_end(&consumer_script(
-            backend, &run_dir, &state, tuning, 0, BATCHES,
-        ));
+        run_to_end_in(
+            &consumer_script(&state, &run_dir, tuning, 0, BATCHES),
+            &state.env,
+        );
         full.push(start.elapsed());
-        let dumped = dump_state(backend, &state);
+        let dumped = dump_state(&state);
         if t == 0 {
             assert!(dumped.contains("batch-9"));
             expected_state = dumped;
@@ -204,18 +246,19 @@ pub fn sigkill_at_random_points_then_resume(backend: &str, tunings: &[&str]) {
         let tuning = tunings[seed as usize];
         let mut rng = SmallRng::seed_from_u64(seed);
         let run_dir = batch_dir(dir.path(), &format!("run{seed}"), &data_dir, BATCHES);
-        let state = run_dir.join("state");
+        let state = target(&run_dir);
         let mut kills = 0;
         let mut resumed_from = BTreeMap::new();
         let mut final_from = None;
         loop {
-            let from = last_committed(backend, &state).map_or(0, |b| b + 1);
+            let from = last_committed(&state).map_or(0, |b| b + 1);
             if from == BATCHES {
                 break;
             }
-            let mut child = fintech_sql(&consumer_script(
-                backend, &run_dir, &state, tuning, from, BATCHES,
-            ));
+            let mut child = fintech_sql_in(
+                &consumer_script(&state, &run_dir, tuning, from, BATCHES),
+                &state.env,
+            );
             if kills < 3 {
                 // Somewhere inside what is left of the work (the machine's speed varies).
                 let left = (BATCHES - from) as f64 / BATCHES as f64;
@@ -239,7 +282,7 @@ pub fn sigkill_at_random_points_then_resume(backend: &str, tunings: &[&str]) {
             }
         }
         assert_eq!(
-            dump_state(backend, &state),
+            dump_state(&state),
             expected_state,
             "seed {seed}, with {tuning}, resumed at {resumed_from:?}"
         );

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod consumer;
+pub mod s3;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use datafusion::error::{DataFusionError, Result};
 use crate::state::TONBO_MARKER;
 
 /// What the marker file holds.
-const LAYOUT: &str = "datafusion-fintech/tonbo/1";
+pub(super) const LAYOUT: &str = "datafusion-fintech/tonbo/1";
 const LOCK: &str = "LOCK";
 
 pub(super) fn io_error(path: &Path, what: &str, e: std::io::Error) -> DataFusionError {

@@ -36,16 +36,17 @@
 
 pub mod bridge;
 mod directory;
+mod location;
+mod object_store;
 mod redo;
 mod table;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
@@ -56,10 +57,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Runtime;
-use tonbo::db::{
-    BatchesThreshold, CompactionOptions, CompactionStrategy, DB, LeveledPlannerConfig,
-};
-use tonbo::prelude::{DbBuilder, Expr, ScalarValue};
+use tonbo::prelude::{Expr, ScalarValue};
 
 use super::arrow::state_table_fields;
 use super::memory::now_micros;
@@ -67,11 +65,12 @@ use super::meta::{PipelineMeta, StateMeta, register};
 use super::{
     Commit, KeyFilter, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed,
 };
+use crate::config::FintechConfig;
 use bridge::{from_tonbo, to_tonbo};
-use directory::{check_directory, clear_stale_locks, io_error, take_lock, write_marker};
+use directory::io_error;
+use location::{Db, Location, with_db};
+use object_store::condensed;
 use table::{KEY, Loaded, TableSchema};
-
-type Db = DB<fusio::disk::LocalFs, fusio::executor::tokio::TokioExecutor>;
 
 /// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
 pub(super) const POINT_READS: usize = 64;
@@ -91,8 +90,9 @@ pub struct TonboStore {
 struct Store {
     /// Whether a registration has the store open.
     in_use: AtomicBool,
-    path: PathBuf,
-    location: String,
+    location: Location,
+    /// The location as errors name it.
+    name: String,
     meta: Table,
     /// The metadata table's rows, as committed.
     rows: Mutex<BTreeMap<String, Vec<u8>>>,
@@ -102,8 +102,8 @@ struct Store {
     tables: Mutex<HashMap<u32, Arc<StateTable>>>,
     /// States a running query has read, by (pipeline, state id); dropped when it ends.
     loaded: Mutex<HashMap<(String, String), Arc<Loaded>>>,
-    /// Held (locked) while the store is open.
-    _lock: File,
+    /// The directory's lock, held while the store is open (none on an object store).
+    _lock: Option<File>,
 }
 
 /// An open Tonbo database (one table).
@@ -117,8 +117,8 @@ struct StateTable {
     table: Table,
 }
 
-/// The stores this process opened, by canonical path.
-static OPEN: Mutex<Option<HashMap<PathBuf, Arc<Store>>>> = Mutex::new(None);
+/// The stores this process opened, by [`Location::resolve`]'s id.
+static OPEN: Mutex<Option<HashMap<String, Arc<Store>>>> = Mutex::new(None);
 
 impl Drop for TonboStore {
     fn drop(&mut self) {
@@ -128,7 +128,7 @@ impl Drop for TonboStore {
 
 impl std::fmt::Debug for TonboStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TonboStore({})", self.store.path.display())
+        write!(f, "TonboStore({})", self.store.name)
     }
 }
 
@@ -160,58 +160,47 @@ fn meta_schema() -> SchemaRef {
 }
 
 impl TonboStore {
-    /// Opens (or creates) the store at `path`. A directory that holds anything but a
-    /// datafusion-fintech Tonbo store is refused before anything is written to it; one that
-    /// another process or another registration of this process has open is refused too.
-    pub fn open(path: &str) -> Result<Self> {
-        if path.is_empty() {
-            return Err(DataFusionError::Configuration(
-                "fintech.state_backend 'tonbo' needs fintech.state_path: the directory that \
-                 holds the state"
-                    .into(),
-            ));
-        }
-        let path = PathBuf::from(path);
-        check_directory(&path)?;
-        std::fs::create_dir_all(&path).map_err(|e| io_error(&path, "create", e))?;
-        let canonical = path
-            .canonicalize()
-            .map_err(|e| io_error(&path, "resolve", e))?;
+    /// Opens (or creates) the store at `path` (a directory or `s3://bucket/prefix`). A
+    /// location that holds anything but a datafusion-fintech Tonbo store is refused before
+    /// anything is written to it; one that another process or another registration of this
+    /// process has open is refused too.
+    pub fn open(path: &str, settings: &FintechConfig) -> Result<Self> {
+        let location = Location::new(path, settings)?;
+        let id = location.resolve()?;
         let mut open = lock(&OPEN);
         let open = open.get_or_insert_with(HashMap::default);
-        if let Some(store) = open.get(&canonical) {
+        if let Some(store) = open.get(&id) {
             if store.in_use.swap(true, Ordering::AcqRel) {
                 return Err(DataFusionError::Execution(format!(
                     "state directory {} is in use by another registration of this process; a \
                      state directory is opened by one registration at a time",
-                    path.display()
+                    store.name
                 )));
             }
             return Ok(Self {
                 store: Arc::clone(store),
             });
         }
-        let store = Arc::new(Store::open(path)?);
-        open.insert(canonical, Arc::clone(&store));
+        let store = Arc::new(Store::open(location)?);
+        open.insert(id, Arc::clone(&store));
         Ok(Self { store })
     }
 }
 
 impl Store {
-    fn open(path: PathBuf) -> Result<Self> {
-        let held = take_lock(&path)?;
-        write_marker(&path)?;
-        let runtime = runtime().map_err(|e| io_error(&path, "start a runtime for", e))?;
-        let location = path.display().to_string();
-        let meta_dir = path.join("meta");
+    fn open(location: Location) -> Result<Self> {
+        let name = location.name();
+        let runtime =
+            runtime().map_err(|e| io_error(Path::new(&name), "start a runtime for", e))?;
+        let held = block(runtime, || location.prepare())?;
         let empty = to_tonbo(&RecordBatch::new_empty(meta_schema()))?;
-        let meta = block(runtime, || open_db(empty, "k", &meta_dir))
+        let meta = block(runtime, || location.open_db("meta", empty, "k"))
             .map(|db| Table { db })
-            .map_err(|e| damaged(&location, "its metadata table", e))?;
+            .map_err(|e| damaged(&name, "its metadata table", e))?;
         let store = Self {
             in_use: AtomicBool::new(true),
-            path,
             location,
+            name,
             meta,
             rows: Mutex::default(),
             write: Mutex::new(()),
@@ -236,33 +225,29 @@ impl Store {
     }
 
     fn tonbo_error(&self, what: &str, e: impl std::fmt::Display) -> DataFusionError {
-        DataFusionError::Execution(format!("Tonbo store {}: {what}: {e}", self.location))
+        DataFusionError::Execution(format!(
+            "Tonbo store {}: {what}: {}",
+            self.name,
+            condensed(&e)
+        ))
     }
 
     /// Every row of the metadata table.
     fn scan_meta(&self) -> Result<BTreeMap<String, Vec<u8>>> {
         let batches = self
-            .run(|| async { self.meta.db.scan().collect().await })
-            .map_err(|e| damaged(&self.location, "its metadata table", e))?;
+            .run(|| async { with_db!(&self.meta.db, db => db.scan().collect().await) })
+            .map_err(|e| damaged(&self.name, "its metadata table", e))?;
         let mut rows = BTreeMap::new();
         for batch in batches {
             let batch = from_tonbo(batch)?;
             if batch.num_columns() != 2 {
-                return Err(damaged(
-                    &self.location,
-                    "its metadata table",
-                    "wrong columns",
-                ));
+                return Err(damaged(&self.name, "its metadata table", "wrong columns"));
             }
             let (Some(k), Some(v)) = (
                 batch.column(0).as_string_opt::<i32>(),
                 batch.column(1).as_binary_opt::<i32>(),
             ) else {
-                return Err(damaged(
-                    &self.location,
-                    "its metadata table",
-                    "wrong columns",
-                ));
+                return Err(damaged(&self.name, "its metadata table", "wrong columns"));
             };
             for i in 0..batch.num_rows() {
                 rows.insert(k.value(i).to_string(), v.value(i).to_vec());
@@ -295,8 +280,10 @@ impl Store {
             meta_schema(),
             vec![Arc::new(keys), Arc::new(values)],
         )?)?;
-        self.run(|| async { self.meta.db.ingest_with_tombstones(batch, tombstones).await })
-            .map_err(|e| self.tonbo_error("write the metadata table", e))?;
+        self.run(|| async {
+            with_db!(&self.meta.db, db => db.ingest_with_tombstones(batch, tombstones).await)
+        })
+        .map_err(|e| self.tonbo_error("write the metadata table", e))?;
         let mut rows = lock(&self.rows);
         for k in deletes {
             rows.remove(&k);
@@ -338,13 +325,13 @@ impl Store {
     fn damaged_meta(&self, what: &str, e: DataFusionError) -> DataFusionError {
         DataFusionError::Execution(format!(
             "metadata of {what} in {} cannot be read: {e}",
-            self.location
+            self.name
         ))
     }
 
-    /// The directory of the table of state number `n`.
-    fn state_dir(&self, n: u32) -> PathBuf {
-        self.path.join("states").join(n.to_string())
+    /// The name of the table of state number `n` in its location.
+    fn state_table(n: u32) -> String {
+        format!("states/{n}")
     }
 
     /// The open table of a state, opened (or created) on first use.
@@ -354,14 +341,16 @@ impl Store {
         }
         let schema = TableSchema::new(&meta.info)?;
         let empty = schema.tonbo_empty()?;
-        let dir = self.state_dir(meta.state_no);
-        let db = self.run(|| open_db(empty, KEY, &dir)).map_err(|e| {
-            damaged(
-                &self.location,
-                &format!("the table of state '{}'", meta.info.state_id),
-                e,
-            )
-        })?;
+        let name = Self::state_table(meta.state_no);
+        let db = self
+            .run(|| self.location.open_db(&name, empty, KEY))
+            .map_err(|e| {
+                damaged(
+                    &self.name,
+                    &format!("the table of state '{}'", meta.info.state_id),
+                    e,
+                )
+            })?;
         let table = Arc::new(StateTable {
             schema,
             table: Table { db },
@@ -374,12 +363,14 @@ impl Store {
     fn scan_table(&self, table: &StateTable, filter: Option<Expr>) -> Result<Loaded> {
         let batches = self
             .run(|| async {
-                let scan = table.table.db.scan();
-                let scan = match filter {
-                    Some(f) => scan.filter(f),
-                    None => scan,
-                };
-                scan.stream().await?.try_collect::<Vec<_>>().await
+                with_db!(&table.table.db, db => {
+                    let scan = db.scan();
+                    let scan = match filter {
+                        Some(f) => scan.filter(f),
+                        None => scan,
+                    };
+                    scan.stream().await?.try_collect::<Vec<_>>().await
+                })
             })
             .map_err(|e| {
                 self.tonbo_error(
@@ -388,7 +379,7 @@ impl Store {
                 )
             })?;
         let batches = batches.into_iter().map(from_tonbo).collect::<Result<_>>()?;
-        Loaded::new(&table.schema, batches, &self.location)
+        Loaded::new(&table.schema, batches, &self.name)
     }
 
     /// The rows of `table` (a state `declared` as its registry entry says), `projection` of
@@ -418,40 +409,42 @@ impl Store {
         let filter = table::scan_filter(&table.schema, filters);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(STREAM_BATCHES);
         let handle = runtime()
-            .map_err(|e| io_error(&self.path, "start a runtime for", e))?
+            .map_err(|e| io_error(Path::new(&self.name), "start a runtime for", e))?
             .handle()
             .clone();
         let what = format!(
             "Tonbo store {}: read the table of state '{}'",
-            self.location, declared.state_id
+            self.name, declared.state_id
         );
         std::thread::Builder::new()
             .name("fintech-tonbo-scan".into())
             .spawn(move || {
+                let failed =
+                    |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{what}: {e}"));
                 handle.block_on(async move {
-                    let scan = table.table.db.scan().projection(empty.schema());
-                    let scan = match filter {
-                        Some(f) => scan.filter(f),
-                        None => scan,
-                    };
-                    let failed = |e: &dyn std::fmt::Display| {
-                        DataFusionError::Execution(format!("{what}: {e}"))
-                    };
-                    match scan.stream().await {
-                        Err(e) => _ = tx.send(Err(failed(&e))).await,
-                        Ok(stream) => {
-                            let mut stream = std::pin::pin!(stream);
-                            while let Some(batch) = stream.next().await {
-                                let batch = batch.map_err(|e| failed(&e)).and_then(from_tonbo);
-                                if tx.send(batch).await.is_err() {
-                                    break;
+                    with_db!(&table.table.db, db => {
+                        let scan = db.scan().projection(empty.schema());
+                        let scan = match filter {
+                            Some(f) => scan.filter(f),
+                            None => scan,
+                        };
+                        match scan.stream().await {
+                            Err(e) => _ = tx.send(Err(failed(&e))).await,
+                            Ok(stream) => {
+                                let mut stream = std::pin::pin!(stream);
+                                while let Some(batch) = stream.next().await {
+                                    let batch =
+                                        batch.map_err(|e| failed(&e)).and_then(from_tonbo);
+                                    if tx.send(batch).await.is_err() {
+                                        break;
+                                    }
                                 }
                             }
                         }
-                    }
+                    })
                 })
             })
-            .map_err(|e| io_error(&self.path, "start a thread to read", e))?;
+            .map_err(|e| io_error(Path::new(&self.name), "start a thread to read", e))?;
         let schema = Arc::clone(&out);
         let batches =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
@@ -521,7 +514,7 @@ impl Store {
         for (meta, batch) in batches {
             let table = self.table(&meta)?;
             let batch = to_tonbo(&batch)?;
-            self.run(|| async { table.table.db.ingest(batch).await })
+            self.run(|| async { with_db!(&table.table.db, db => db.ingest(batch).await) })
                 .map_err(|e| {
                     self.tonbo_error(
                         &format!("write the table of state '{}'", meta.info.state_id),
@@ -552,9 +545,8 @@ impl Store {
         let mut writes = Vec::new();
         for (_, chunk) in &chunks {
             writes.extend(
-                redo::decode(chunk).map_err(|e| {
-                    damaged(&self.location, "the redo record of its last commit", e)
-                })?,
+                redo::decode(chunk)
+                    .map_err(|e| damaged(&self.name, "the redo record of its last commit", e))?,
             );
         }
         self.ingest(Self::batches(&metas, &writes)?)?;
@@ -590,62 +582,11 @@ fn block<T: Send, F: Future<Output = T>>(runtime: &Runtime, make: impl FnOnce() 
     })
 }
 
-/// Opens (or creates) a Tonbo table at `dir`. Every [`SEAL_BATCHES`] ingests seal the
-/// memtable, and a sealed memtable is written to a file at once, so that an open replays at
-/// most the last few commits from the write-ahead log; level 0 is compacted from
-/// [`L0_TRIGGER`] files on, so that a scan (which reads every version a level-0 file holds)
-/// stays short.
-///
-/// An open that loses a race between two of Tonbo's own manifest writes ("precondition
-/// failed", seen on this machine under load on fresh directories) is tried again.
-async fn open_db(
-    empty: arrow57::RecordBatch,
-    key: &str,
-    dir: &Path,
-) -> std::result::Result<Db, String> {
-    clear_stale_locks(dir).map_err(|e| format!("cannot clear its stale lock files: {e}"))?;
-    let mut attempt = 0;
-    loop {
-        let opened = DbBuilder::from_schema_key_name(empty.schema(), key)
-            .map_err(|e| e.to_string())?
-            .on_disk(dir)
-            .map_err(|e| e.to_string())?
-            .with_seal_policy(Arc::new(BatchesThreshold {
-                batches: SEAL_BATCHES,
-            }))
-            .with_minor_compaction(1, 0)
-            .with_compaction_options(CompactionOptions::new().strategy(
-                CompactionStrategy::Leveled(LeveledPlannerConfig {
-                    l0_trigger: L0_TRIGGER,
-                    l0_max_inputs: 8,
-                    ..LeveledPlannerConfig::default()
-                }),
-            ))
-            .open()
-            .await
-            .map_err(|e| e.to_string());
-        match opened {
-            Err(e) if e.contains("precondition failed") && attempt < OPEN_ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Ingests a memtable holds before it is sealed, and written to a Parquet file.
-const SEAL_BATCHES: usize = 8;
-/// Files in level 0 that start a compaction into level 1.
-const L0_TRIGGER: usize = 2;
-
-/// How many times an open that lost a manifest race is tried again.
-const OPEN_ATTEMPTS: u64 = 5;
-
 fn damaged(location: &str, what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!(
-        "state directory {location} is damaged: {what} cannot be opened ({e}); it was left \
-         untouched"
+        "state directory {location} is damaged: {what} cannot be opened ({}); it was left \
+         untouched",
+        condensed(&e)
     ))
 }
 
@@ -655,7 +596,7 @@ impl StateStore for TonboStore {
     }
 
     fn location(&self) -> String {
-        self.store.location.clone()
+        self.store.name.clone()
     }
 
     fn pipelines(&self) -> Result<Vec<PipelineInfo>> {
@@ -797,13 +738,7 @@ impl StateStore for TonboStore {
         let mut metas: HashMap<String, StateMeta> = HashMap::default();
         for info in &commit.states {
             let stored = self.store.state_meta(pipeline, &info.state_id)?;
-            let m = register(
-                stored,
-                info,
-                &mut next_state,
-                pipeline,
-                &self.store.location,
-            )?;
+            let m = register(stored, info, &mut next_state, pipeline, &self.store.name)?;
             metas.insert(info.state_id.clone(), m);
         }
         // Per put: its state number; per state, the change in keys and bytes.
@@ -840,10 +775,8 @@ impl StateStore for TonboStore {
         // A new state's table starts empty: a directory of its number can only be left by a
         // commit that never reached its commit point.
         for n in first_new..next_state {
-            let dir = self.store.state_dir(n);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, "clear", e))?;
-            }
+            let name = Store::state_table(n);
+            self.store.run(|| self.store.location.remove_table(&name))?;
         }
         meta.commits += 1;
         meta.last_commit_micros = Some(now_micros());
