@@ -142,10 +142,12 @@ impl Location {
     }
 
     /// Opens (or creates) the Tonbo table `name` (`meta`, `states/<n>`) with the schema of
-    /// `empty` and the key column `key`. Every [`SEAL_BATCHES`] ingests seal the memtable, and
-    /// a sealed memtable is written to a file at once, so that an open replays at most the
-    /// last few commits from the write-ahead log; level 0 is compacted from [`L0_TRIGGER`]
-    /// files on, so that a scan (which reads every version a level-0 file holds) stays short.
+    /// `empty` and the key column `key`. The log is written in segments of
+    /// [`WAL_SEGMENT_BYTES`] on disk (one per append on an object store, below). Every
+    /// [`SEAL_BATCHES`] ingests seal the memtable, and a sealed memtable is written to a file
+    /// at once, so that an open replays at most the last few commits from the write-ahead log;
+    /// level 0 is compacted from [`L0_TRIGGER`] files on, so that a scan (which reads every
+    /// version a level-0 file holds) stays short.
     ///
     /// An open that loses a race between two of Tonbo's own manifest writes ("precondition
     /// failed", seen on this machine under load on fresh directories) is tried again.
@@ -164,9 +166,11 @@ impl Location {
             let builder =
                 DbBuilder::from_schema_key_name(empty.schema(), key).map_err(|e| e.to_string())?;
             let opened = match self {
-                Self::Disk(path) => {
-                    tuned!(builder.on_disk(path.join(name)), WalConfig::default()).map(Db::Disk)
-                }
+                Self::Disk(path) => tuned!(
+                    builder.on_disk(path.join(name)),
+                    WalConfig::default().segment_max_bytes(WAL_SEGMENT_BYTES)
+                )
+                .map(Db::Disk),
                 // An object is written when it is closed: a log segment of one frame each,
                 // closed before the ingest returns, makes an ingest durable when it returns.
                 Self::S3(prefix) => tuned!(
@@ -186,6 +190,10 @@ impl Location {
     }
 }
 
+/// Bytes a WAL segment on disk holds before the next is begun. Tonbo deletes a segment once
+/// every ingest it holds is in Parquet files, but never the one being written: with its
+/// default (64 MiB) a table's log grew by every commit's rows up to that size.
+const WAL_SEGMENT_BYTES: usize = 1 << 20;
 /// Ingests a memtable holds before it is sealed, and written to a Parquet file.
 const SEAL_BATCHES: usize = 8;
 /// Files in level 0 that start a compaction into level 1.

@@ -898,6 +898,7 @@ fn sort_delete_rows(segments: &[StagedSegment]) -> Result<DeleteSidecar, SsTable
     decode_delete_sidecar(&sorted, extractor.as_ref())
 }
 
+#[allow(dead_code)] // datafusion-fintech patch: unused (see `writer_properties`).
 fn bloom_filter_columns(config: &SsTableConfig, schema: &SchemaRef) -> Vec<ColumnPath> {
     // Bloom filters add write CPU and file size; restrict to key columns to target
     // high-cardinality point lookups without bloating all columns.
@@ -935,9 +936,10 @@ fn writer_properties(config: &SsTableConfig, schema: &SchemaRef) -> WriterProper
         .set_offset_index_disabled(false)
         .set_data_page_size_limit(SST_DATA_PAGE_SIZE_LIMIT)
         .set_max_row_group_size(config.max_row_group_rows());
-    for column in bloom_filter_columns(config, schema) {
-        builder = builder.set_column_bloom_filter_enabled(column, true);
-    }
+    // datafusion-fintech patch: no bloom filters. Parquet sizes a bloom filter for a million
+    // distinct values (~1 MiB) whatever the file holds, so every file of a small table was
+    // ~1 MiB; a file's keys are sorted, and its page index prunes key lookups.
+    let _ = schema;
     builder.build()
 }
 
