@@ -1,7 +1,8 @@
 //! The Tonbo backend: pipeline state as Arrow columns in Tonbo, an Arrow-native LSM store
 //! (Parquet files, a write-ahead log and a manifest).
 //!
-//! One directory per `fintech.state_path`:
+//! One directory per `fintech.state_path`, or one prefix of an S3-compatible object store
+//! (`s3://bucket/prefix`, [`object_store`]: the same names as objects, without `LOCK`):
 //!
 //! ```text
 //! FINTECH_TONBO     layout marker: "datafusion-fintech/tonbo/1"
@@ -25,14 +26,17 @@
 //! Tonbo's scans are correct but its point reads are not usable (`Transaction::get` does not
 //! read flushed files) and an `IN` filter of many keys is slow, so a query reads each state it
 //! uses with one scan, the first time it asks for one of its keys, and keeps the batches
-//! indexed by key until the query ends ([`table::Loaded`]). The metadata table is read whole
+//! indexed by key ([`table::Loaded`]). They stay after the query, brought up to date with the
+//! rows of each commit, while all of them fit in `fintech.working_set_bytes`: the next query
+//! of the pipeline reads nothing from Tonbo. The metadata table is read whole
 //! when the store opens and kept in memory: this process is its only writer.
 //!
 //! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so
 //! every call into Tonbo runs on a thread of its own that blocks on that runtime ([`block`]).
-//! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59); `directory.rs`
-//! checks, marks and locks the directory; `table.rs` is a state's table; `redo.rs` the redo
-//! record.
+//! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59); `location.rs`
+//! is where the store lives and opens its tables; `directory.rs` checks, marks and locks a
+//! directory, `object_store.rs` an S3 prefix; `table.rs` is a state's table; `redo.rs` the
+//! redo record.
 
 pub mod bridge;
 mod directory;
@@ -100,8 +104,11 @@ struct Store {
     write: Mutex<()>,
     /// Open state tables, by state number.
     tables: Mutex<HashMap<u32, Arc<StateTable>>>,
-    /// States a running query has read, by (pipeline, state id); dropped when it ends.
+    /// States read whole, by (pipeline, state id), with the rows of every commit since: kept
+    /// across queries while they fit in `keep_bytes` ([`Store::trim`]).
     loaded: Mutex<HashMap<(String, String), Arc<Loaded>>>,
+    /// Memory the states read whole may keep between queries (`fintech.working_set_bytes`).
+    keep_bytes: usize,
     /// The directory's lock, held while the store is open (none on an object store).
     _lock: Option<File>,
 }
@@ -181,14 +188,14 @@ impl TonboStore {
                 store: Arc::clone(store),
             });
         }
-        let store = Arc::new(Store::open(location)?);
+        let store = Arc::new(Store::open(location, settings.working_set_bytes)?);
         open.insert(id, Arc::clone(&store));
         Ok(Self { store })
     }
 }
 
 impl Store {
-    fn open(location: Location) -> Result<Self> {
+    fn open(location: Location, keep_bytes: usize) -> Result<Self> {
         let name = location.name();
         let runtime =
             runtime().map_err(|e| io_error(Path::new(&name), "start a runtime for", e))?;
@@ -206,6 +213,7 @@ impl Store {
             write: Mutex::new(()),
             tables: Mutex::default(),
             loaded: Mutex::default(),
+            keep_bytes,
             _lock: held,
         };
         let rows = store.scan_meta()?;
@@ -469,7 +477,7 @@ impl Store {
         Ok(w)
     }
 
-    /// What the running query of `pipeline` has read of `state_id`, read whole on first use.
+    /// The state `state_id` of `pipeline` as committed, read whole on first use.
     fn loaded(&self, pipeline: &str, meta: &StateMeta) -> Result<Arc<Loaded>> {
         let id = (pipeline.to_string(), meta.info.state_id.clone());
         if let Some(l) = lock(&self.loaded).get(&id) {
@@ -484,6 +492,34 @@ impl Store {
 
     fn forget_reads(&self, pipeline: &str) {
         lock(&self.loaded).retain(|(p, _), _| p != pipeline);
+    }
+
+    /// Brings the states of `pipeline` read whole up to date with the rows its commit wrote
+    /// (`batches`); one that a reader still holds is dropped instead.
+    fn keep(&self, pipeline: &str, batches: Vec<(StateMeta, RecordBatch)>) -> Result<()> {
+        let mut loaded = lock(&self.loaded);
+        for (meta, batch) in batches {
+            let id = (pipeline.to_string(), meta.info.state_id.clone());
+            let Some(state) = loaded.get_mut(&id) else {
+                continue;
+            };
+            let Some(state) = Arc::get_mut(state) else {
+                loaded.remove(&id);
+                continue;
+            };
+            let schema = &self.table(&meta)?.schema;
+            state.apply(schema, batch, &self.name)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every state read whole if together they take more than `keep_bytes`.
+    fn trim(&self) {
+        let mut loaded = lock(&self.loaded);
+        let bytes: usize = loaded.values().map(|l| l.memory_size()).sum();
+        if bytes > self.keep_bytes {
+            loaded.clear();
+        }
     }
 
     /// The rows `writes` (state number, key, record) put into each state's table: every
@@ -710,19 +746,19 @@ impl StateStore for TonboStore {
             .map(Some)
     }
 
-    fn begin(&self, pipeline: &str) -> Result<u64> {
-        self.store.forget_reads(pipeline);
+    fn begin(&self, _pipeline: &str) -> Result<u64> {
+        self.store.trim();
         Ok(0)
     }
 
-    fn rollback(&self, pipeline: &str, _attempt: u64) -> Result<()> {
-        self.store.forget_reads(pipeline);
+    fn rollback(&self, _pipeline: &str, _attempt: u64) -> Result<()> {
+        // The states read whole are as committed: an attempt never changes them.
+        self.store.trim();
         Ok(())
     }
 
     fn commit(&self, pipeline: &str, _attempt: u64, commit: Commit) -> Result<()> {
         let _w = self.store.writer()?;
-        self.store.forget_reads(pipeline);
         let mut meta = self.store.pipeline_meta(pipeline)?.unwrap_or_default();
         if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag)
             && tag == last
@@ -794,15 +830,23 @@ impl StateStore for TonboStore {
         self.store.write_meta(puts, Vec::new())?;
         // Committed: what fails from here on is finished from the redo record before the
         // state is next read.
+        let written = batches.clone();
         self.store
             .ingest(batches)
             .and_then(|()| self.store.write_meta(Vec::new(), redo_keys))
             .map_err(|e| {
+                self.store.forget_reads(pipeline);
                 DataFusionError::Execution(format!(
                     "pipeline '{pipeline}' committed (its commit and tag are durable), but its \
                      state tables were not all written: {e}; they are written from the \
                      commit's redo record before the state is next read"
                 ))
-            })
+            })?;
+        if self.store.keep(pipeline, written).is_err() {
+            // The commit is done; states that cannot be kept up to date are read again.
+            self.store.forget_reads(pipeline);
+        }
+        self.store.trim();
+        Ok(())
     }
 }

@@ -10,8 +10,10 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
+use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use datafusion::common::ScalarValue;
@@ -157,14 +159,21 @@ pub(super) fn scan_filter(table: &TableSchema, filters: &[KeyFilter]) -> Option<
     (!exprs.is_empty()).then(|| Expr::and(exprs))
 }
 
-/// A state's rows as one scan returned them, indexed by encoded key.
+/// A state's rows as one scan returned them, indexed by encoded key, and the rows of the
+/// commits since ([`Loaded::apply`]): the index points at each key's newest row.
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
     batches: Vec<RecordBatch>,
     /// (batch, row) of every key.
     index: HashTable<(u32, u32)>,
     hasher: DefaultHashBuilder,
+    /// Rows of `batches`, the replaced ones included.
+    rows: usize,
 }
+
+/// Replaced rows a [`Loaded`] holds, beyond as many as it has keys, before it copies its
+/// live rows into one batch.
+const REPLACED_SLACK: usize = 4_096;
 
 impl Loaded {
     /// Indexes `batches` (checked against `table`) by key.
@@ -173,35 +182,84 @@ impl Loaded {
         batches: Vec<RecordBatch>,
         location: &str,
     ) -> Result<Self> {
-        let mut loaded = Self {
-            batches,
-            ..Default::default()
-        };
-        let rows: usize = loaded.batches.iter().map(|b| b.num_rows()).sum();
+        let mut loaded = Self::default();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         loaded.index.reserve(rows, |_| 0);
-        for (b, batch) in loaded.batches.iter().enumerate() {
-            table.check(batch, location)?;
-            let keys = batch.column(0).as_binary::<i32>();
-            for row in 0..keys.len() {
-                let hash = loaded.hasher.hash_one(keys.value(row));
-                let (batches, hasher) = (&loaded.batches, &loaded.hasher);
-                loaded
-                    .index
-                    .insert_unique(hash, (b as u32, row as u32), |&(b, r)| {
-                        hasher.hash_one(
-                            batches[b as usize]
-                                .column(0)
-                                .as_binary::<i32>()
-                                .value(r as usize),
-                        )
-                    });
-            }
+        for batch in batches {
+            table.check(&batch, location)?;
+            loaded.push(batch);
         }
         Ok(loaded)
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.index.len()
+    /// Adds `batch` and points the index at its rows.
+    fn push(&mut self, batch: RecordBatch) {
+        let b = self.batches.len() as u32;
+        self.rows += batch.num_rows();
+        self.batches.push(batch);
+        let Self {
+            batches,
+            index,
+            hasher,
+            ..
+        } = self;
+        let key_of = |(b, r): (u32, u32)| {
+            batches[b as usize]
+                .column(0)
+                .as_binary::<i32>()
+                .value(r as usize)
+        };
+        let keys = batches[b as usize].column(0).as_binary::<i32>();
+        for row in 0..keys.len() {
+            let key = keys.value(row);
+            let at = (b, row as u32);
+            match index.entry(
+                hasher.hash_one(key),
+                |&old| key_of(old) == key,
+                |&old| hasher.hash_one(key_of(old)),
+            ) {
+                Entry::Occupied(mut e) => *e.get_mut() = at,
+                Entry::Vacant(e) => _ = e.insert(at),
+            }
+        }
+    }
+
+    /// Takes in the rows a commit wrote to the state (`batch`, checked against `table`): each
+    /// replaces its key's row. Once replaced rows outnumber the keys (and
+    /// [`REPLACED_SLACK`]), the live rows are copied into one batch.
+    pub(super) fn apply(
+        &mut self,
+        table: &TableSchema,
+        batch: RecordBatch,
+        location: &str,
+    ) -> Result<()> {
+        table.check(&batch, location)?;
+        self.push(batch);
+        if self.rows > 2 * self.index.len() + REPLACED_SLACK {
+            let mut live: Vec<(usize, usize)> = self
+                .index
+                .iter()
+                .map(|&(b, r)| (b as usize, r as usize))
+                .collect();
+            live.sort_unstable();
+            let columns = (0..table.schema.fields().len())
+                .map(|c| {
+                    let arrays: Vec<&dyn Array> =
+                        self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                    interleave(&arrays, &live)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let live = RecordBatch::try_new(Arc::clone(&table.schema), columns)?;
+            *self = Self::default();
+            self.index.reserve(live.num_rows(), |_| 0);
+            self.push(live);
+        }
+        Ok(())
+    }
+
+    /// The memory the batches take.
+    pub(super) fn memory_size(&self) -> usize {
+        self.batches.iter().map(|b| b.get_array_memory_size()).sum()
     }
 
     fn key(&self, (b, r): (u32, u32)) -> &[u8] {
@@ -248,16 +306,20 @@ impl Loaded {
 
     /// Every (key, record) pair, in key order.
     pub(super) fn pairs(&self, table: &TableSchema) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::with_capacity(self.len());
-        for batch in &self.batches {
-            let reader = RowRecords::new(batch, table.first_field(), table.kernel.def())?;
-            let keys = batch.column(0).as_binary::<i32>();
-            for row in 0..batch.num_rows() {
+        let readers = self
+            .batches
+            .iter()
+            .map(|b| RowRecords::new(b, table.first_field(), table.kernel.def()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = self
+            .index
+            .iter()
+            .map(|&(b, r)| {
                 let mut record = Vec::new();
-                reader.record(row, &mut record);
-                out.push((keys.value(row).to_vec(), record));
-            }
-        }
+                readers[b as usize].record(r as usize, &mut record);
+                (self.key((b, r)).to_vec(), record)
+            })
+            .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
@@ -284,6 +346,69 @@ mod tests {
             encoding_version: 1,
             reads_from: 1,
         }
+    }
+
+    /// Commits applied to a state read whole leave what a scan of the result would: each
+    /// key's newest row, with replaced rows copied out once they outnumber the keys.
+    #[test]
+    fn applied_commits_replace_rows_and_compact() {
+        use datafusion::arrow::compute::take;
+        let table = TableSchema::new(&info("ewma", &["0.5"])).unwrap();
+        let n = 10_000usize;
+        let mut states = table.kernel.new_column();
+        states.push_new();
+        let mut record = Vec::new();
+        states.record(0, &mut record);
+        let names: Vec<String> = (0..n).map(|i| format!("K{i:05}")).collect();
+        let keys = crate::state::codec::encode_keys(
+            &[Arc::new(datafusion::arrow::array::StringArray::from(names)) as _],
+            &[crate::state::KeyType::Utf8],
+            n,
+        )
+        .unwrap();
+        let base = table
+            .batch((0..n).map(|i| (keys.row(i), record.as_slice())))
+            .unwrap();
+        let applied = table.schema.index_of("rows_applied").unwrap();
+        // `base`'s rows `rows`, each with rows_applied = `value(row)`.
+        let commit = |rows: &[u32], value: &dyn Fn(usize) -> u64| {
+            let indices = datafusion::arrow::array::UInt32Array::from(rows.to_vec());
+            let mut columns = base
+                .columns()
+                .iter()
+                .map(|c| take(c, &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .unwrap();
+            columns[applied] = Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|&r| value(r as usize)),
+            ));
+            RecordBatch::try_new(Arc::clone(&table.schema), columns).unwrap()
+        };
+        let all: Vec<u32> = (0..n as u32).collect();
+        let mut loaded = Loaded::new(&table, vec![base.clone()], "/x").unwrap();
+        let mut expected = vec![0u64; n];
+        for c in 1..=20u64 {
+            let rows: Vec<u32> = all
+                .iter()
+                .copied()
+                .filter(|&r| (r as u64 + c).is_multiple_of(3))
+                .collect();
+            for &r in &rows {
+                expected[r as usize] = c;
+            }
+            loaded.apply(&table, commit(&rows, &|_| c), "/x").unwrap();
+        }
+        assert!(
+            loaded.batches.len() < 10,
+            "{} batches",
+            loaded.batches.len()
+        );
+        assert!(loaded.rows <= 2 * n + REPLACED_SLACK);
+        let scanned = Loaded::new(&table, vec![commit(&all, &|r| expected[r])], "/x").unwrap();
+        assert_eq!(
+            loaded.pairs(&table).unwrap(),
+            scanned.pairs(&table).unwrap()
+        );
     }
 
     #[test]
