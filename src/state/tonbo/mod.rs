@@ -495,12 +495,22 @@ impl Store {
     }
 
     /// Brings the states of `pipeline` read whole up to date with the rows its commit wrote
-    /// (`batches`); one that a reader still holds is dropped instead.
-    fn keep(&self, pipeline: &str, batches: Vec<(StateMeta, RecordBatch)>) -> Result<()> {
+    /// (`batches`); one that a reader still holds is dropped instead. A state the commit
+    /// created (numbered `first_new` or more) is its rows.
+    fn keep(
+        &self,
+        pipeline: &str,
+        batches: Vec<(StateMeta, RecordBatch)>,
+        first_new: u32,
+    ) -> Result<()> {
         let mut loaded = lock(&self.loaded);
         for (meta, batch) in batches {
             let id = (pipeline.to_string(), meta.info.state_id.clone());
             let Some(state) = loaded.get_mut(&id) else {
+                if meta.state_no >= first_new {
+                    let schema = &self.table(&meta)?.schema;
+                    loaded.insert(id, Arc::new(Loaded::new(schema, vec![batch], &self.name)?));
+                }
                 continue;
             };
             let Some(state) = Arc::get_mut(state) else {
@@ -842,7 +852,7 @@ impl StateStore for TonboStore {
                      commit's redo record before the state is next read"
                 ))
             })?;
-        if self.store.keep(pipeline, written).is_err() {
+        if self.store.keep(pipeline, written, first_new).is_err() {
             // The commit is done; states that cannot be kept up to date are read again.
             self.store.forget_reads(pipeline);
         }
