@@ -86,7 +86,11 @@ impl S3Prefix {
             builder = builder.endpoint(endpoint.clone());
         }
         Ok(Self {
-            url: format!("{SCHEME}{bucket}/{prefix}"),
+            url: if prefix.is_empty() {
+                format!("{SCHEME}{bucket}")
+            } else {
+                format!("{SCHEME}{bucket}/{prefix}")
+            },
             endpoint,
             fs: builder.build(),
             root,
@@ -224,6 +228,7 @@ mod tests {
         assert_eq!(p.url, "s3://bucket/a/b");
         assert_eq!(p.path("states/3").to_string(), "a/b/states/3");
         let p = S3Prefix::new("s3://bucket", &settings("k", "s")).unwrap();
+        assert_eq!(p.url, "s3://bucket");
         assert_eq!(p.path("meta").to_string(), "meta");
         let e = S3Prefix::new("s3:///x", &settings("k", "s")).err().unwrap();
         assert!(e.to_string().contains("names no bucket"), "{e}");
