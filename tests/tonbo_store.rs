@@ -10,11 +10,16 @@ use common::consumer::{self, *};
 use common::*;
 
 /// How a consumer uses the store: input batches of 1,000 rows; of 20 rows (each state read
-/// is served from the state the query read whole); rows folded in key order.
+/// is served from the state the query read whole); rows folded in key order; part of each
+/// batch's updates staged (a batch updates 2,400 states, ~0.4 MB in memory); rows folded in
+/// key order with states larger than the working set, staged and read forward.
 const TUNINGS: &[&str] = &[
     "SET datafusion.execution.batch_size = 1000;",
     "SET datafusion.execution.batch_size = 20; SET fintech.fold_order = 'time';",
     "SET datafusion.execution.batch_size = 100; SET fintech.fold_order = 'key';",
+    "SET datafusion.execution.batch_size = 1000; SET fintech.working_set_bytes = 900000;",
+    "SET datafusion.execution.batch_size = 100; SET fintech.working_set_bytes = 100000; \
+     SET fintech.fold_order = 'key';",
 ];
 
 /// SIGKILL the consumer at random moments, resume from `fintech_pipelines()` each time, and

@@ -42,15 +42,18 @@ pub mod bridge;
 mod directory;
 mod location;
 mod object_store;
+mod reads;
 mod redo;
+mod scan;
+mod staging;
 mod table;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
@@ -78,8 +81,6 @@ use table::{KEY, Loaded, TableSchema};
 
 /// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
 pub(super) const POINT_READS: usize = 64;
-/// Batches a streamed state table holds between Tonbo's scan and its reader.
-const STREAM_BATCHES: usize = 2;
 
 /// A Tonbo state store, as a registration has it open.
 pub struct TonboStore {
@@ -109,6 +110,19 @@ struct Store {
     loaded: Mutex<HashMap<(String, String), Arc<Loaded>>>,
     /// Memory the states read whole may keep between queries (`fintech.working_set_bytes`).
     keep_bytes: usize,
+    /// Forward scans of states too large to read whole, by (pipeline, state id) ([`reads`]).
+    forwards: Mutex<HashMap<(String, String), Vec<scan::Forward>>>,
+    /// The table of staged updates, once opened ([`staging`]).
+    staged: Mutex<Option<Arc<Table>>>,
+    /// Held to write the table of staged updates, shared to scan it: a scan that runs while
+    /// rows are ingested into its table can miss rows of an ingest that was done before it
+    /// started (seen with several partitions staging at once).
+    staged_io: RwLock<()>,
+    /// Attempts that staged updates, by attempt number.
+    attempts: Mutex<HashMap<u64, staging::Attempt>>,
+    /// The next attempt number: it starts at the time the store opened, in microseconds, so
+    /// that no attempt of this process has the number of an earlier one.
+    next_attempt: AtomicU64,
     /// The directory's lock, held while the store is open (none on an object store).
     _lock: Option<File>,
 }
@@ -121,7 +135,7 @@ struct Table {
 /// One state's open Tonbo table.
 struct StateTable {
     schema: TableSchema,
-    table: Table,
+    table: Arc<Table>,
 }
 
 /// The stores this process opened, by [`Location::resolve`]'s id.
@@ -137,6 +151,14 @@ impl std::fmt::Debug for TonboStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TonboStore({})", self.store.name)
     }
+}
+
+fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,10 +236,20 @@ impl Store {
             tables: Mutex::default(),
             loaded: Mutex::default(),
             keep_bytes,
+            forwards: Mutex::default(),
+            staged: Mutex::default(),
+            staged_io: RwLock::new(()),
+            attempts: Mutex::default(),
+            next_attempt: AtomicU64::new(now_micros().max(0) as u64),
             _lock: held,
         };
         let rows = store.scan_meta()?;
+        let commit_staged = rows.contains_key(staging::COMMIT_STAGED);
         *lock(&store.rows) = rows;
+        // What earlier processes staged is never committed, unless a commit names it.
+        if !commit_staged {
+            store.run(|| store.location.remove_table(staging::STAGED))?;
+        }
         store.finish_redo()?;
         Ok(store)
     }
@@ -361,7 +393,7 @@ impl Store {
             })?;
         let table = Arc::new(StateTable {
             schema,
-            table: Table { db },
+            table: Arc::new(Table { db }),
         });
         self.tables_mut().insert(meta.state_no, Arc::clone(&table));
         Ok(table)
@@ -392,8 +424,8 @@ impl Store {
 
     /// The rows of `table` (a state `declared` as its registry entry says), `projection` of
     /// its columns, that `filters` allow where Tonbo's scan can tell, as a stream. The scan runs
-    /// on a thread of its own and hands over at most [`STREAM_BATCHES`] batches at a time; it
-    /// ends when the stream is dropped.
+    /// on a thread of its own and hands over a few batches at a time ([`scan`]); it ends when
+    /// the stream is dropped.
     fn stream(
         &self,
         table: Arc<StateTable>,
@@ -414,45 +446,22 @@ impl Store {
             .collect();
         let scan_schema = Arc::new(table.schema.schema.project(&scanned)?);
         let empty = to_tonbo(&RecordBatch::new_empty(scan_schema))?;
-        let filter = table::scan_filter(&table.schema, filters);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(STREAM_BATCHES);
-        let handle = runtime()
-            .map_err(|e| io_error(Path::new(&self.name), "start a runtime for", e))?
-            .handle()
-            .clone();
-        let what = format!(
-            "Tonbo store {}: read the table of state '{}'",
-            self.name, declared.state_id
-        );
-        std::thread::Builder::new()
-            .name("fintech-tonbo-scan".into())
-            .spawn(move || {
-                let failed =
-                    |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{what}: {e}"));
-                handle.block_on(async move {
-                    with_db!(&table.table.db, db => {
-                        let scan = db.scan().projection(empty.schema());
-                        let scan = match filter {
-                            Some(f) => scan.filter(f),
-                            None => scan,
-                        };
-                        match scan.stream().await {
-                            Err(e) => _ = tx.send(Err(failed(&e))).await,
-                            Ok(stream) => {
-                                let mut stream = std::pin::pin!(stream);
-                                while let Some(batch) = stream.next().await {
-                                    let batch =
-                                        batch.map_err(|e| failed(&e)).and_then(from_tonbo);
-                                    if tx.send(batch).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    })
-                })
-            })
-            .map_err(|e| io_error(Path::new(&self.name), "start a thread to read", e))?;
+        let spec = scan::ScanSpec {
+            filter: table::scan_filter(&table.schema, filters),
+            projection: Some(empty),
+            what: format!(
+                "Tonbo store {}: read the table of state '{}'",
+                self.name, declared.state_id
+            ),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(scan::SCAN_BATCHES);
+        // Not waited for: the stream's reader decides when it ends.
+        let _thread = scan::spawn(
+            Arc::clone(&table.table),
+            spec,
+            &self.name,
+            scan::Sink::Stream(tx),
+        )?;
         let schema = Arc::clone(&out);
         let batches =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
@@ -584,10 +593,13 @@ impl Store {
     /// it.
     fn finish_redo(&self) -> Result<()> {
         let chunks = self.redo_chunks();
-        if chunks.is_empty() {
+        let staged = lock(&self.rows).contains_key(staging::COMMIT_STAGED);
+        if chunks.is_empty() && !staged {
             return Ok(());
         }
         let metas = self.state_metas()?;
+        // The staged rows first: the commit's own rows are newer.
+        let attempt = self.finish_staged(&metas)?;
         let mut writes = Vec::new();
         for (_, chunk) in &chunks {
             writes.extend(
@@ -596,7 +608,11 @@ impl Store {
             );
         }
         self.ingest(Self::batches(&metas, &writes)?)?;
-        self.write_meta(Vec::new(), chunks.into_iter().map(|(k, _)| k).collect())
+        let mut done: Vec<String> = chunks.into_iter().map(|(k, _)| k).collect();
+        if attempt.is_some() {
+            done.push(staging::COMMIT_STAGED.to_string());
+        }
+        self.write_meta(Vec::new(), done)
     }
 }
 
@@ -716,12 +732,14 @@ impl StateStore for TonboStore {
         keys: &[&[u8]],
         found: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
+        let mut staged = vec![false; keys.len()];
+        self.store
+            .staged_records(pipeline, state_id, keys, &mut staged, found)?;
         let Some(meta) = self.store.state_meta(pipeline, state_id)? else {
             return Ok(());
         };
-        let loaded = self.store.loaded(pipeline, &meta)?;
-        let table = self.store.table(&meta)?;
-        loaded.records(&table.schema, keys, found)
+        self.store
+            .committed_records(pipeline, &meta, keys, &staged, found)
     }
 
     fn scan(&self, pipeline: &str, state_id: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -756,18 +774,45 @@ impl StateStore for TonboStore {
             .map(Some)
     }
 
-    fn begin(&self, _pipeline: &str) -> Result<u64> {
+    fn begin(&self, pipeline: &str) -> Result<u64> {
+        self.store.end_forward_reads(pipeline);
+        // An attempt whose rollback failed is rolled back now.
+        let left: Vec<u64> = lock(&self.store.attempts)
+            .iter()
+            .filter(|(_, a)| a.pipeline == pipeline)
+            .map(|(n, _)| *n)
+            .collect();
+        for attempt in left {
+            self.store.roll_back(attempt);
+        }
         self.store.trim();
-        Ok(0)
+        Ok(self.store.next_attempt.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn rollback(&self, _pipeline: &str, _attempt: u64) -> Result<()> {
+    fn stages(&self) -> bool {
+        true
+    }
+
+    fn stage(
+        &self,
+        pipeline: &str,
+        attempt: u64,
+        states: &[StateInfo],
+        puts: Vec<super::Put>,
+    ) -> Result<()> {
+        self.store.stage(pipeline, attempt, states, puts)
+    }
+
+    fn rollback(&self, pipeline: &str, attempt: u64) -> Result<()> {
         // The states read whole are as committed: an attempt never changes them.
+        self.store.end_forward_reads(pipeline);
         self.store.trim();
+        self.store.roll_back(attempt);
         Ok(())
     }
 
-    fn commit(&self, pipeline: &str, _attempt: u64, commit: Commit) -> Result<()> {
+    fn commit(&self, pipeline: &str, attempt: u64, commit: Commit) -> Result<()> {
+        self.store.end_forward_reads(pipeline);
         let _w = self.store.writer()?;
         let mut meta = self.store.pipeline_meta(pipeline)?.unwrap_or_default();
         if let (Some(tag), Some(last)) = (&commit.tag, &meta.last_commit_tag)
@@ -787,22 +832,37 @@ impl StateStore for TonboStore {
             let m = register(stored, info, &mut next_state, pipeline, &self.store.name)?;
             metas.insert(info.state_id.clone(), m);
         }
-        // Per put: its state number; per state, the change in keys and bytes.
+        // Per put: its state number; per state, the change in keys and bytes, the staged
+        // writes' included.
         let mut writes = Vec::with_capacity(commit.puts.len());
         let mut deltas: HashMap<u32, (i64, i64)> = HashMap::default();
+        let staged = lock(&self.store.attempts)
+            .get(&attempt)
+            .map(|a| (a.states.clone(), a.deltas.clone()));
+        let mut staged_nos = Vec::new();
+        if let Some((states, staged_deltas)) = &staged {
+            for info in states {
+                let m = metas.get(&info.state_id).ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "staged unregistered state {}",
+                        info.state_id
+                    ))
+                })?;
+                staged_nos.push(m.state_no);
+                let (k, b) = staged_deltas
+                    .get(&info.state_id)
+                    .copied()
+                    .unwrap_or_default();
+                let d = deltas.entry(m.state_no).or_default();
+                d.0 += k;
+                d.1 += b;
+            }
+        }
         for put in &commit.puts {
             let m = metas.get(put.state_id.as_ref()).ok_or_else(|| {
                 DataFusionError::Internal(format!("write to unregistered state {}", put.state_id))
             })?;
-            let d = deltas.entry(m.state_no).or_default();
-            let new_bytes = (put.key.len() + put.record.len()) as i64;
-            match put.replaces {
-                None => {
-                    d.0 += 1;
-                    d.1 += new_bytes;
-                }
-                Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
-            }
+            staging::count(put, deltas.entry(m.state_no).or_default());
             writes.push((m.state_no, put.key.as_slice(), put.record.as_slice()));
         }
         let by_number: HashMap<u32, StateMeta> =
@@ -834,15 +894,26 @@ impl StateStore for TonboStore {
         } else {
             redo::encode(writes.iter().copied())
         };
-        let redo_keys: Vec<String> = (0..chunks.len()).map(|i| format!("{REDO}{i:08}")).collect();
+        let mut redo_keys: Vec<String> =
+            (0..chunks.len()).map(|i| format!("{REDO}{i:08}")).collect();
         puts.extend(redo_keys.iter().cloned().zip(chunks));
+        if staged.is_some() {
+            let named = staging::encode_commit_staged(attempt, &staged_nos);
+            puts.push((staging::COMMIT_STAGED.to_string(), named));
+            redo_keys.push(staging::COMMIT_STAGED.to_string());
+        }
         // The commit point.
         self.store.write_meta(puts, Vec::new())?;
-        // Committed: what fails from here on is finished from the redo record before the
-        // state is next read.
+        // Committed: what fails from here on is finished from the redo record (and the
+        // staged rows it names) before the state is next read.
         let written = batches.clone();
-        self.store
-            .ingest(batches)
+        let metas_by_no = self.store.state_metas();
+        metas_by_no
+            .and_then(|metas| match staged {
+                Some(_) => self.store.copy_staged(attempt, &staged_nos, &metas),
+                None => Ok(()),
+            })
+            .and_then(|()| self.store.ingest(batches))
             .and_then(|()| self.store.write_meta(Vec::new(), redo_keys))
             .map_err(|e| {
                 self.store.forget_reads(pipeline);
@@ -852,7 +923,11 @@ impl StateStore for TonboStore {
                      commit's redo record before the state is next read"
                 ))
             })?;
-        if self.store.keep(pipeline, written, first_new).is_err() {
+        lock(&self.store.attempts).remove(&attempt);
+        if staged.is_some() {
+            // The states read whole do not have the staged rows; they are read again.
+            self.store.forget_reads(pipeline);
+        } else if self.store.keep(pipeline, written, first_new).is_err() {
             // The commit is done; states that cannot be kept up to date are read again.
             self.store.forget_reads(pipeline);
         }

@@ -79,7 +79,7 @@ impl TableSchema {
     }
 
     /// Where the state fields start in a row of the table.
-    fn first_field(&self) -> usize {
+    pub(super) fn first_field(&self) -> usize {
         1 + self.info.key_columns.len()
     }
 
