@@ -97,9 +97,10 @@ impl S3Prefix {
         })
     }
 
-    /// The path of `name` (`meta`, `states/3`, a file) under the prefix.
+    /// The path of `name` (`meta`, `states/3`, a file; empty: the prefix) under the prefix.
     pub(super) fn path(&self, name: &str) -> Path {
         name.split('/')
+            .filter(|part| !part.is_empty())
             .fold(self.root.clone(), |p, part| p.child(part))
     }
 
@@ -109,11 +110,7 @@ impl S3Prefix {
 
     /// The objects under `name` (all under the prefix if empty).
     async fn objects(&self, name: &str) -> Result<Vec<Path>> {
-        let under = if name.is_empty() {
-            self.root.clone()
-        } else {
-            self.path(name)
-        };
+        let under = self.path(name);
         let listed: Vec<_> = self
             .fs
             .list(&under)
@@ -230,6 +227,7 @@ mod tests {
         let p = S3Prefix::new("s3://bucket", &settings("k", "s")).unwrap();
         assert_eq!(p.url, "s3://bucket");
         assert_eq!(p.path("meta").to_string(), "meta");
+        assert_eq!(p.path(""), p.root);
         let e = S3Prefix::new("s3:///x", &settings("k", "s")).err().unwrap();
         assert!(e.to_string().contains("names no bucket"), "{e}");
     }
