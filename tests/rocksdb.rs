@@ -8,13 +8,6 @@ use std::path::Path;
 
 use common::consumer::{self, *};
 use common::*;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::SessionContext;
-use datafusion_fintech::exec::KeyedStateExec;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use std::sync::Arc;
 
 /// How a consumer uses the store. A batch updates 2,400 states, ~0.4 MB in memory.
 ///

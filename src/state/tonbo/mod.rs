@@ -9,15 +9,17 @@
 //! LOCK              locked (flock) by the process that has the store open
 //! meta/             Tonbo table (k Utf8, v Binary): pipeline and state metadata, redo records
 //! states/<n>/       Tonbo table of state number n: `__key` and the state's columns (table.rs)
+//! staged/           Tonbo table (k Binary, v Binary): states evicted within a query (staging.rs)
 //! ```
 //!
 //! Metadata rows (`k`): `next_state`; `p` + pipeline → [`PipelineMeta`]; `s` + the pipeline's
 //! length (8 digits) + pipeline + state id → [`StateMeta`]; `redo` + chunk number → a chunk
-//! of the redo record of the last commit ([`redo`]).
+//! of the redo record of the last commit ([`redo`]); `commit-staged` → the staged rows the
+//! last commit took up. A row is cleared by writing it empty, never deleted ([`Store::write_meta`]).
 //!
 //! A commit is one ingest into the metadata table — the pipeline's and its states' metadata,
 //! and the redo record of every state record the query writes — followed by one ingest per
-//! state table and a last one that deletes the redo record. The first ingest is the commit
+//! state table and a last one that clears the redo record. The first ingest is the commit
 //! point: Tonbo applies an ingest whole or not at all after a crash, and a redo record found
 //! on open is applied again (its writes are upserts, so applying them twice is applying them
 //! once). Within the process, a commit holds the store's writer lock until the state tables
@@ -28,7 +30,8 @@
 //! uses with one scan, the first time it asks for one of its keys, and keeps the batches
 //! indexed by key ([`table::Loaded`]). They stay after the query, brought up to date with the
 //! rows of each commit, while all of them fit in `fintech.working_set_bytes`: the next query
-//! of the pipeline reads nothing from Tonbo. The metadata table is read whole
+//! of the pipeline reads nothing from Tonbo. Every scan runs through [`scan`], which starts a
+//! scan again where it failed (a file that compaction removed). The metadata table is read whole
 //! when the store opens and kept in memory: this process is its only writer.
 //!
 //! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so
@@ -47,6 +50,8 @@ mod redo;
 mod scan;
 mod staging;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -62,7 +67,7 @@ use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::runtime::Runtime;
 use tonbo::prelude::{Expr, ScalarValue};
 
@@ -73,10 +78,11 @@ use super::{
     Commit, KeyFilter, PipelineInfo, StateInfo, StateStore, StateSummary, already_committed,
 };
 use crate::config::FintechConfig;
-use bridge::{from_tonbo, to_tonbo};
+use bridge::to_tonbo;
 use directory::io_error;
 use location::{Db, Location, with_db};
 use object_store::condensed;
+use scan::{Scan, ScanSpec};
 use table::{KEY, Loaded, TableSchema};
 
 /// Point reads up to this many keys are one filtered scan; more keys, a whole scan.
@@ -98,7 +104,7 @@ struct Store {
     location: Location,
     /// The location as errors name it.
     name: String,
-    meta: Table,
+    meta: Arc<Table>,
     /// The metadata table's rows, as committed.
     rows: Mutex<BTreeMap<String, Vec<u8>>>,
     /// Serializes commits; held while a commit writes the state tables.
@@ -224,7 +230,7 @@ impl Store {
         let held = block(runtime, || location.prepare())?;
         let empty = to_tonbo(&RecordBatch::new_empty(meta_schema()))?;
         let meta = block(runtime, || location.open_db("meta", empty, "k"))
-            .map(|db| Table { db })
+            .map(|db| Arc::new(Table { db }))
             .map_err(|e| damaged(&name, "its metadata table", e))?;
         let store = Self {
             in_use: AtomicBool::new(true),
@@ -272,14 +278,18 @@ impl Store {
         ))
     }
 
-    /// Every row of the metadata table.
+    /// Every row of the metadata table but the cleared ones (empty).
     fn scan_meta(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        let spec = ScanSpec {
+            filter: None,
+            projection: None,
+            what: format!("Tonbo store {}: read the metadata table", self.name),
+        };
         let batches = self
-            .run(|| async { with_db!(&self.meta.db, db => db.scan().collect().await) })
+            .collect(&self.meta, spec)
             .map_err(|e| damaged(&self.name, "its metadata table", e))?;
         let mut rows = BTreeMap::new();
         for batch in batches {
-            let batch = from_tonbo(batch)?;
             if batch.num_columns() != 2 {
                 return Err(damaged(&self.name, "its metadata table", "wrong columns"));
             }
@@ -289,47 +299,53 @@ impl Store {
             ) else {
                 return Err(damaged(&self.name, "its metadata table", "wrong columns"));
             };
-            for i in 0..batch.num_rows() {
+            for i in (0..batch.num_rows()).filter(|&i| !v.value(i).is_empty()) {
                 rows.insert(k.value(i).to_string(), v.value(i).to_vec());
             }
         }
         Ok(rows)
     }
 
-    /// Writes `puts` and deletes `deletes` in the metadata table, in one ingest, and then in
-    /// the copy in memory.
-    fn write_meta(&self, puts: Vec<(String, Vec<u8>)>, deletes: Vec<String>) -> Result<()> {
-        if puts.is_empty() && deletes.is_empty() {
+    /// Every batch of a scan of `table`, waited for.
+    fn collect(&self, table: &Arc<Table>, spec: ScanSpec) -> Result<Vec<RecordBatch>> {
+        let mut scan = Scan::start(Arc::clone(table), spec, &self.name)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = scan.next_batch() {
+            batches.push(batch?);
+        }
+        Ok(batches)
+    }
+
+    /// Writes `puts` in the metadata table, in one ingest, and then in the copy in memory.
+    /// A row is cleared by writing it empty: Tonbo's deletes (`ingest_with_tombstones`) are
+    /// not used, because on 0.4.0-a2 they can leave the deleted rows in later scans and hide
+    /// rows written after them (docs/tonbo.md).
+    fn write_meta(&self, puts: Vec<(String, Vec<u8>)>) -> Result<()> {
+        if puts.is_empty() {
             return Ok(());
         }
-        let keys = StringArray::from_iter_values(
-            puts.iter()
-                .map(|(k, _)| k.as_str())
-                .chain(deletes.iter().map(|k| k.as_str())),
-        );
-        let values = BinaryArray::from_iter_values(
-            puts.iter()
-                .map(|(_, v)| v.as_slice())
-                .chain(deletes.iter().map(|_| &[][..])),
-        );
-        let tombstones: Vec<bool> = (0..puts.len())
-            .map(|_| false)
-            .chain(deletes.iter().map(|_| true))
-            .collect();
+        let keys = StringArray::from_iter_values(puts.iter().map(|(k, _)| k.as_str()));
+        let values = BinaryArray::from_iter_values(puts.iter().map(|(_, v)| v.as_slice()));
         let batch = to_tonbo(&RecordBatch::try_new(
             meta_schema(),
             vec![Arc::new(keys), Arc::new(values)],
         )?)?;
-        self.run(|| async {
-            with_db!(&self.meta.db, db => db.ingest_with_tombstones(batch, tombstones).await)
-        })
-        .map_err(|e| self.tonbo_error("write the metadata table", e))?;
+        self.run(|| async { with_db!(&self.meta.db, db => db.ingest(batch).await) })
+            .map_err(|e| self.tonbo_error("write the metadata table", e))?;
         let mut rows = lock(&self.rows);
-        for k in deletes {
-            rows.remove(&k);
+        for (k, v) in puts {
+            if v.is_empty() {
+                rows.remove(&k);
+            } else {
+                rows.insert(k, v);
+            }
         }
-        rows.extend(puts);
         Ok(())
+    }
+
+    /// Clears the metadata rows `keys` (writes them empty).
+    fn clear_meta(&self, keys: Vec<String>) -> Result<()> {
+        self.write_meta(keys.into_iter().map(|k| (k, Vec::new())).collect())
     }
 
     fn pipeline_meta(&self, pipeline: &str) -> Result<Option<PipelineMeta>> {
@@ -401,24 +417,15 @@ impl Store {
 
     /// The rows of a state's table that `filter` selects (all without one).
     fn scan_table(&self, table: &StateTable, filter: Option<Expr>) -> Result<Loaded> {
-        let batches = self
-            .run(|| async {
-                with_db!(&table.table.db, db => {
-                    let scan = db.scan();
-                    let scan = match filter {
-                        Some(f) => scan.filter(f),
-                        None => scan,
-                    };
-                    scan.stream().await?.try_collect::<Vec<_>>().await
-                })
-            })
-            .map_err(|e| {
-                self.tonbo_error(
-                    &format!("read the table of state '{}'", table.schema.info.state_id),
-                    e,
-                )
-            })?;
-        let batches = batches.into_iter().map(from_tonbo).collect::<Result<_>>()?;
+        let spec = ScanSpec {
+            filter,
+            projection: None,
+            what: format!(
+                "Tonbo store {}: read the table of state '{}'",
+                self.name, table.schema.info.state_id
+            ),
+        };
+        let batches = self.collect(&table.table, spec)?;
         Loaded::new(&table.schema, batches, &self.name)
     }
 
@@ -446,7 +453,7 @@ impl Store {
             .collect();
         let scan_schema = Arc::new(table.schema.schema.project(&scanned)?);
         let empty = to_tonbo(&RecordBatch::new_empty(scan_schema))?;
-        let spec = scan::ScanSpec {
+        let spec = ScanSpec {
             filter: table::scan_filter(&table.schema, filters),
             projection: Some(empty),
             what: format!(
@@ -589,7 +596,7 @@ impl Store {
             .collect()
     }
 
-    /// Applies the redo record a commit left (a crash before it was applied), then deletes
+    /// Applies the redo record a commit left (a crash before it was applied), then clears
     /// it.
     fn finish_redo(&self) -> Result<()> {
         let chunks = self.redo_chunks();
@@ -612,7 +619,7 @@ impl Store {
         if attempt.is_some() {
             done.push(staging::COMMIT_STAGED.to_string());
         }
-        self.write_meta(Vec::new(), done)
+        self.clear_meta(done)
     }
 }
 
@@ -903,7 +910,7 @@ impl StateStore for TonboStore {
             redo_keys.push(staging::COMMIT_STAGED.to_string());
         }
         // The commit point.
-        self.store.write_meta(puts, Vec::new())?;
+        self.store.write_meta(puts)?;
         // Committed: what fails from here on is finished from the redo record (and the
         // staged rows it names) before the state is next read.
         let written = batches.clone();
@@ -914,7 +921,7 @@ impl StateStore for TonboStore {
                 None => Ok(()),
             })
             .and_then(|()| self.store.ingest(batches))
-            .and_then(|()| self.store.write_meta(Vec::new(), redo_keys))
+            .and_then(|()| self.store.clear_meta(redo_keys))
             .map_err(|e| {
                 self.store.forget_reads(pipeline);
                 DataFusionError::Execution(format!(

@@ -155,7 +155,7 @@ pub(super) fn encode_commit_staged(attempt: u64, state_nos: &[u32]) -> Vec<u8> {
 fn decode_commit_staged(bytes: &[u8]) -> Option<(u64, Vec<u32>)> {
     let attempt = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let rest = &bytes[8..];
-    if rest.len() % 4 != 0 {
+    if !rest.len().is_multiple_of(4) {
         return None;
     }
     let nos = rest
