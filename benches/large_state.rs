@@ -1,6 +1,7 @@
-//! Larger-than-memory state: a RocksDB pipeline with millions of keys of `rolling_mean(x, 100)`.
+//! Larger-than-memory state: a pipeline with millions of keys of `rolling_mean(x, 100)`, on
+//! RocksDB or (FINTECH_BENCH_BACKEND=tonbo) on Tonbo.
 //!
-//! `cargo bench --bench rocksdb_state` (release profile). Prints rows/s, peak RSS and the
+//! `cargo bench --bench large_state` (release profile). Prints rows/s, peak RSS and the
 //! state's size on disk. Defaults: 5,000,000 keys x 100 rows each (500M rows, about 4 GB of
 //! state), generated on the fly in ts order with each key's rows in runs, and the default
 //! settings (128 MiB working set, 128 MiB block cache, 64 MiB write buffers). Change with
@@ -16,9 +17,9 @@
 //! The larger-than-memory case of the README, keys interleaved in time and keys adjacent:
 //!
 //!     FINTECH_BENCH_PARQUET=1 FINTECH_BENCH_KEYS=1000000 FINTECH_BENCH_RUN=1 \
-//!         cargo bench --bench rocksdb_state
+//!         cargo bench --bench large_state
 //!     FINTECH_BENCH_PARQUET=1 FINTECH_BENCH_KEYS=1000000 FINTECH_BENCH_RUN=100 \
-//!         cargo bench --bench rocksdb_state
+//!         cargo bench --bench large_state
 
 use std::pin::Pin;
 mod common;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use common::{env_usize, peak_rss_mib};
+use common::{dir_bytes, env_usize, peak_rss_mib};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -145,16 +146,6 @@ async fn write_parquet(generator: &Generator, path: &std::path::Path) {
     );
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() {
     let keys = env_usize("FINTECH_BENCH_KEYS", 5_000_000) as u64;
@@ -200,8 +191,9 @@ async fn main() {
         let set = format!("SET fintech.fold_order = '{order}'");
         ctx.sql(&set).await.unwrap().collect().await.unwrap();
     }
+    let backend = std::env::var("FINTECH_BENCH_BACKEND").unwrap_or_else(|_| "rocksdb".into());
     for s in [
-        "SET fintech.state_backend = 'rocksdb'".to_string(),
+        format!("SET fintech.state_backend = '{backend}'"),
         format!("SET fintech.state_path = '{}'", dir.display()),
         "SET fintech.pipeline = 'big'".to_string(),
         format!(
@@ -230,7 +222,7 @@ async fn main() {
     };
     println!(
         "workload: {keys} keys x {rows_per_key} rows (runs of {run}) = {rows} rows from {source}, \
-         rolling_mean(x, 100), RocksDB; fold order: {fold_order}"
+         rolling_mean(x, 100), {backend}; fold order: {fold_order}"
     );
     let start = Instant::now();
     let mut stream = ctx
@@ -262,6 +254,6 @@ async fn main() {
     println!("peak RSS:          {:.0} MiB", peak_rss_mib());
     println!(
         "state on disk:     {:.0} MiB",
-        dir_size(&dir) as f64 / (1 << 20) as f64
+        dir_bytes(&dir) as f64 / (1 << 20) as f64
     );
 }
