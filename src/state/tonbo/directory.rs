@@ -97,23 +97,35 @@ pub(super) fn take_lock(path: &Path) -> Result<File> {
     }
 }
 
-/// Removes the `*.lock` files under `dir`, a Tonbo table about to be opened. Tonbo's file
-/// system layer makes a compare-and-swap of a file (its WAL state, a manifest head, a lease)
-/// exclusive with a `<file>.lock` created for the swap; a process that exits or is killed
-/// during a swap leaves it, and every later swap of that file fails ("precondition failed").
+/// Removes the claims a process left under `dir`, a Tonbo table about to be opened: the
+/// `*.lock` files and the manifest leases (`leases/*.json`).
+///
+/// - Tonbo's file system layer makes a compare-and-swap of a file (its WAL state, a manifest
+///   head, a lease) exclusive with a `<file>.lock` created for the swap; a process that exits
+///   or is killed during a swap leaves it, and every later swap of that file fails
+///   ("precondition failed").
+/// - A manifest commit holds a lease (for 60 s) while it writes its segment and then the
+///   head. A process killed in between leaves the segment without the head: every later
+///   commit of that manifest fails ("precondition failed") until fusio's orphan recovery, run
+///   every 3 s, adopts the segment, which it does not while the segment's lease is live.
+///
 /// The directory lock of the store says that no other process uses the table, and this
-/// process has not opened it yet: whatever lock files are there are stale.
-pub(super) fn clear_stale_locks(dir: &Path) -> std::io::Result<()> {
+/// process has not opened it yet: whatever claims are there are stale.
+pub(super) fn clear_stale_claims(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    let leases = dir.file_name().is_some_and(|n| n == "leases");
     for entry in entries {
         let path = entry?.path();
         if path.is_dir() {
-            clear_stale_locks(&path)?;
-        } else if path.extension().is_some_and(|e| e == "lock") {
+            clear_stale_claims(&path)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "lock" || (leases && e == "json"))
+        {
             std::fs::remove_file(&path)?;
         }
     }

@@ -17,7 +17,7 @@ use tonbo::db::{
 };
 use tonbo::prelude::DbBuilder;
 
-use super::directory::{check_directory, clear_stale_locks, io_error, take_lock, write_marker};
+use super::directory::{check_directory, clear_stale_claims, io_error, take_lock, write_marker};
 use super::object_store::{S3Prefix, SCHEME};
 use crate::config::FintechConfig;
 
@@ -149,8 +149,11 @@ impl Location {
     /// level 0 is compacted from [`L0_TRIGGER`] files on, so that a scan (which reads every
     /// version a level-0 file holds) stays short.
     ///
-    /// An open that loses a race between two of Tonbo's own manifest writes ("precondition
-    /// failed", seen on this machine under load on fresh directories) is tried again.
+    /// An open that fails with "precondition failed" is tried again for up to
+    /// [`OPEN_PATIENCE`]: it lost a race between two of Tonbo's own manifest writes (seen
+    /// under load on fresh directories), or a killed process left a manifest segment that
+    /// fusio's orphan recovery adopts within 3 s once its lease is gone
+    /// ([`clear_stale_claims`]).
     pub(super) async fn open_db(
         &self,
         name: &str,
@@ -158,9 +161,10 @@ impl Location {
         key: &str,
     ) -> std::result::Result<Db, String> {
         if let Self::Disk(path) = self {
-            clear_stale_locks(&path.join(name))
-                .map_err(|e| format!("cannot clear its stale lock files: {e}"))?;
+            clear_stale_claims(&path.join(name))
+                .map_err(|e| format!("cannot clear its stale lock files and leases: {e}"))?;
         }
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             let builder =
@@ -180,9 +184,11 @@ impl Location {
                 .map(Db::S3),
             };
             match opened {
-                Err(e) if e.contains("precondition failed") && attempt < OPEN_ATTEMPTS => {
+                Err(e)
+                    if e.contains("precondition failed") && started.elapsed() < OPEN_PATIENCE =>
+                {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis((20 * attempt).min(500))).await;
                 }
                 other => return other,
             }
@@ -199,5 +205,5 @@ const SEAL_BATCHES: usize = 8;
 /// Files in level 0 that start a compaction into level 1.
 const L0_TRIGGER: usize = 2;
 
-/// How many times an open that lost a manifest race is tried again.
-const OPEN_ATTEMPTS: u64 = 5;
+/// How long an open that fails with "precondition failed" is tried again.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
