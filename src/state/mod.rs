@@ -150,6 +150,21 @@ pub struct Put {
     pub replaces: Option<usize>,
 }
 
+impl Put {
+    /// Adds the change this put makes to its state's (keys, bytes) to `delta`: a new key
+    /// adds one key and its bytes, a replaced record the difference in bytes.
+    pub(crate) fn count(&self, delta: &mut (i64, i64)) {
+        let new_bytes = (self.key.len() + self.record.len()) as i64;
+        match self.replaces {
+            None => {
+                delta.0 += 1;
+                delta.1 += new_bytes;
+            }
+            Some(old) => delta.1 += new_bytes - (self.key.len() + old) as i64,
+        }
+    }
+}
+
 /// The final states of one kernel call in one partition, decoded: what a query commits to a
 /// store that keeps states decoded ([`StateStore::keeps_decoded`]) instead of [`Put`]s.
 #[derive(Debug)]

@@ -113,14 +113,7 @@ impl RocksStore {
             };
             counts[at] += 1;
             let (_, state_no, d) = &mut seen[at];
-            let new_bytes = (put.key.len() + put.record.len()) as i64;
-            match put.replaces {
-                None => {
-                    d.0 += 1;
-                    d.1 += new_bytes;
-                }
-                Some(old) => d.1 += new_bytes - (put.key.len() + old) as i64,
-            }
+            put.count(d);
             keys.push((*state_no, put.key.as_slice()));
         }
         let deltas = seen.iter().map(|(_, n, d)| (*n, *d)).collect();

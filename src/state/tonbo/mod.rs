@@ -869,7 +869,7 @@ impl StateStore for TonboStore {
             let m = metas.get(put.state_id.as_ref()).ok_or_else(|| {
                 DataFusionError::Internal(format!("write to unregistered state {}", put.state_id))
             })?;
-            staging::count(put, deltas.entry(m.state_no).or_default());
+            put.count(deltas.entry(m.state_no).or_default());
             writes.push((m.state_no, put.key.as_slice(), put.record.as_slice()));
         }
         let by_number: HashMap<u32, StateMeta> =

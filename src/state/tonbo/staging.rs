@@ -133,18 +133,6 @@ pub(super) struct Attempt {
     pub(super) deltas: HashMap<String, (i64, i64)>,
 }
 
-/// Adds the change `put` makes to a state's (keys, bytes) to `delta`.
-pub(super) fn count(put: &Put, delta: &mut (i64, i64)) {
-    let new_bytes = (put.key.len() + put.record.len()) as i64;
-    match put.replaces {
-        None => {
-            delta.0 += 1;
-            delta.1 += new_bytes;
-        }
-        Some(old) => delta.1 += new_bytes - (put.key.len() + old) as i64,
-    }
-}
-
 /// The staged rows a commit includes: its attempt and the state number of each index.
 pub(super) fn encode_commit_staged(attempt: u64, state_nos: &[u32]) -> Vec<u8> {
     let mut out = attempt.to_le_bytes().to_vec();
@@ -250,7 +238,7 @@ impl Store {
                 .or_default();
             for &p in rows {
                 entry.keys.insert(i, &puts[p].key);
-                count(&puts[p], delta);
+                puts[p].count(delta);
             }
         }
         Ok(())
