@@ -119,6 +119,7 @@ pub(super) fn spawn(
         .map_err(|e| io_error(Path::new(location), "start a thread to read", e))?;
     Ok(thread)
 }
+
 /// One run of a scan: its rows after the key `after` (all at first), handed to `sink`;
 /// `after` follows the last key handed over. Ends without error when the reader is gone.
 async fn scan_once(
