@@ -784,14 +784,7 @@ impl StateStore for TonboStore {
     fn begin(&self, pipeline: &str) -> Result<u64> {
         self.store.end_forward_reads(pipeline);
         // An attempt whose rollback failed is rolled back now.
-        let left: Vec<u64> = lock(&self.store.attempts)
-            .iter()
-            .filter(|(_, a)| a.pipeline == pipeline)
-            .map(|(n, _)| *n)
-            .collect();
-        for attempt in left {
-            self.store.roll_back(attempt);
-        }
+        lock(&self.store.attempts).retain(|_, a| a.pipeline != pipeline);
         self.store.trim();
         Ok(self.store.next_attempt.fetch_add(1, Ordering::Relaxed))
     }

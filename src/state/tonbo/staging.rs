@@ -22,7 +22,7 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BinaryArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BinaryBuilder, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::HashMap;
 use datafusion::error::{DataFusionError, Result};
@@ -90,7 +90,8 @@ impl StagedKeys {
     const BITS: usize = 10;
     const PROBES: u64 = 7;
 
-    fn probes(&self, index: u32, key: &[u8]) -> impl Iterator<Item = usize> {
+    /// The bits `(index, key)` sets in a block: hashed once, probed by double hashing.
+    fn probes(&self, index: u32, key: &[u8]) -> impl Iterator<Item = usize> + Clone + use<> {
         let h = self.hasher.hash_one((index, key));
         let (h1, h2) = (h, h.rotate_left(32) | 1);
         let bits = (Self::BLOCK_KEYS * Self::BITS) as u64;
@@ -104,7 +105,7 @@ impl StagedKeys {
             self.in_last = 0;
         }
         self.in_last += 1;
-        let probes: Vec<usize> = self.probes(index, key).collect();
+        let probes = self.probes(index, key);
         let block = self.blocks.last_mut().expect("a block");
         for bit in probes {
             block[bit / 64] |= 1 << (bit % 64);
@@ -113,11 +114,11 @@ impl StagedKeys {
 
     /// Whether `(index, key)` may have been staged.
     fn may_hold(&self, index: u32, key: &[u8]) -> bool {
-        let probes: Vec<usize> = self.probes(index, key).collect();
+        let probes = self.probes(index, key);
         self.blocks.iter().any(|b| {
             probes
-                .iter()
-                .all(|&bit| b[bit / 64] & (1 << (bit % 64)) != 0)
+                .clone()
+                .all(|bit| b[bit / 64] & (1 << (bit % 64)) != 0)
         })
     }
 }
@@ -202,22 +203,23 @@ impl Store {
                     .map(|&p| (puts[p].key.as_slice(), puts[p].record.as_slice())),
             )?;
         }
-        let mut keys = Vec::with_capacity(puts.len());
+        let bytes: usize = puts.iter().map(|p| p.key.len() + p.record.len()).sum();
+        let mut staged_keys = BinaryBuilder::with_capacity(puts.len(), bytes);
+        let mut records = BinaryBuilder::with_capacity(puts.len(), bytes);
+        let mut key = Vec::new();
         for (&i, rows) in &by_state {
+            let start = prefix(attempt, Some(i));
             for &p in rows {
-                let mut k = prefix(attempt, Some(i));
-                k.extend_from_slice(&puts[p].key);
-                keys.push((k, p));
+                key.clear();
+                key.extend_from_slice(&start);
+                key.extend_from_slice(&puts[p].key);
+                staged_keys.append_value(&key);
+                records.append_value(&puts[p].record);
             }
         }
         let batch = RecordBatch::try_new(
             staged_schema(),
-            vec![
-                Arc::new(BinaryArray::from_iter_values(keys.iter().map(|(k, _)| k))),
-                Arc::new(BinaryArray::from_iter_values(
-                    keys.iter().map(|&(_, p)| &puts[p].record),
-                )),
-            ],
+            vec![Arc::new(staged_keys.finish()), Arc::new(records.finish())],
         )?;
         let table = self.staged_table()?;
         let batch = to_tonbo(&batch)?;
@@ -334,22 +336,26 @@ impl Store {
                 Ok((meta.clone(), TableSchema::new(&meta.info)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut pending: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); state_nos.len()];
-        let flush = |i: usize, rows: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
+        // Per state index: the (scan batch, row) of each staged row not written yet.
+        let mut pending: Vec<Vec<(Arc<RecordBatch>, usize)>> = vec![Vec::new(); state_nos.len()];
+        let flush = |i: usize, rows: &mut Vec<(Arc<RecordBatch>, usize)>| -> Result<()> {
             if rows.is_empty() {
                 return Ok(());
             }
             let (meta, schema) = &schemas[i];
-            let batch = schema.batch(rows.iter().map(|(k, r)| (k.as_slice(), r.as_slice())))?;
+            let batch = schema.batch(rows.iter().map(|(b, row)| {
+                let (keys, records) = (
+                    b.column(0).as_binary::<i32>(),
+                    b.column(1).as_binary::<i32>(),
+                );
+                (&keys.value(*row)[12..], records.value(*row))
+            }))?;
             rows.clear();
             self.ingest(vec![(meta.clone(), batch)])
         };
         while let Some(batch) = scan.next_batch() {
-            let batch = batch?;
-            let (keys, records) = (
-                batch.column(0).as_binary::<i32>(),
-                batch.column(1).as_binary::<i32>(),
-            );
+            let batch = Arc::new(batch?);
+            let keys = batch.column(0).as_binary::<i32>();
             for row in 0..batch.num_rows() {
                 let k = keys.value(row);
                 let index = k
@@ -362,7 +368,7 @@ impl Store {
                             self.name
                         ))
                     })?;
-                pending[index].push((k[12..].to_vec(), records.value(row).to_vec()));
+                pending[index].push((Arc::clone(&batch), row));
                 if pending[index].len() >= COPY_ROWS {
                     flush(index, &mut pending[index])?;
                 }
