@@ -36,6 +36,7 @@
 //!
 //! Tonbo's futures run on a runtime of their own ([`runtime`]); its scans are not `Send`, so
 //! every call into Tonbo runs on a thread of its own that blocks on that runtime ([`block`]).
+//! While Tonbo works, [`malloc`] returns the memory its threads freed to the system.
 //! [`bridge`] moves batches between Tonbo's arrow (57) and DataFusion's (59); `location.rs`
 //! is where the store lives and opens its tables; `directory.rs` checks, marks and locks a
 //! directory, `object_store.rs` an S3 prefix; `table.rs` is a state's table; `redo.rs` the
@@ -44,6 +45,7 @@
 pub mod bridge;
 mod directory;
 mod location;
+mod malloc;
 mod object_store;
 mod reads;
 mod redo;
@@ -642,6 +644,7 @@ fn runtime() -> std::io::Result<&'static Runtime> {
 /// Runs the future `make` returns on `runtime`, from a thread of its own.
 fn block<T: Send, F: Future<Output = T>>(runtime: &Runtime, make: impl FnOnce() -> F + Send) -> T {
     let handle = runtime.handle();
+    malloc::working();
     super::wait_in_place(|| {
         std::thread::scope(|s| {
             s.spawn(|| handle.block_on(make()))

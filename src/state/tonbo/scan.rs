@@ -88,6 +88,7 @@ pub(super) fn spawn(
         .handle()
         .clone();
     let fault = FAULT.with(|f| f.take());
+    super::malloc::working();
     let thread = std::thread::Builder::new()
         .name("fintech-tonbo-scan".into())
         .spawn(move || {
