@@ -561,7 +561,10 @@ impl Store {
             by_state.entry(*state_no).or_default().push(i);
         }
         let mut out = Vec::with_capacity(by_state.len());
-        for (state_no, rows) in by_state {
+        for (state_no, mut rows) in by_state {
+            // In key order: Tonbo inserts each row into a skip list, and a search for the
+            // key next to the last one's finds its path in the cache.
+            rows.sort_unstable_by_key(|&i| writes[i].1);
             let meta = metas.get(&state_no).ok_or_else(|| {
                 DataFusionError::Internal(format!("write to unregistered state number {state_no}"))
             })?;

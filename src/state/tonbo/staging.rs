@@ -197,8 +197,14 @@ impl Store {
             })?;
             by_state.entry(i).or_default().push(p);
         }
-        for (&i, rows) in &by_state {
-            TableSchema::new(&states[i as usize])?.batch(
+        // In key order (the state's index, then its key), as the store's commits ingest.
+        let mut by_state: Vec<(u32, Vec<usize>)> = by_state.into_iter().collect();
+        by_state.sort_unstable_by_key(|(i, _)| *i);
+        for (_, rows) in &mut by_state {
+            rows.sort_unstable_by_key(|&p| puts[p].key.as_slice());
+        }
+        for (i, rows) in &by_state {
+            TableSchema::new(&states[*i as usize])?.batch(
                 rows.iter()
                     .map(|&p| (puts[p].key.as_slice(), puts[p].record.as_slice())),
             )?;
@@ -207,8 +213,8 @@ impl Store {
         let mut staged_keys = BinaryBuilder::with_capacity(puts.len(), bytes);
         let mut records = BinaryBuilder::with_capacity(puts.len(), bytes);
         let mut key = Vec::new();
-        for (&i, rows) in &by_state {
-            let start = prefix(attempt, Some(i));
+        for (i, rows) in &by_state {
+            let start = prefix(attempt, Some(*i));
             for &p in rows {
                 key.clear();
                 key.extend_from_slice(&start);
@@ -233,13 +239,13 @@ impl Store {
             keys: StagedKeys::default(),
             deltas: HashMap::default(),
         });
-        for (&i, rows) in &by_state {
+        for (i, rows) in &by_state {
             let delta = entry
                 .deltas
-                .entry(states[i as usize].state_id.clone())
+                .entry(states[*i as usize].state_id.clone())
                 .or_default();
             for &p in rows {
-                entry.keys.insert(i, &puts[p].key);
+                entry.keys.insert(*i, &puts[p].key);
                 puts[p].count(delta);
             }
         }

@@ -168,23 +168,22 @@ impl DynMemInner {
 
         for (row_idx, key_row) in key_rows.into_iter().enumerate() {
             let key_size = key_row.heap_size();
-            let key_owned = key_row.to_owned();
-            let has_existing = self
-                .index
-                .range(
-                    KeyTsOwned::new(key_owned.clone(), Timestamp::MAX)
-                        ..=KeyTsOwned::new(key_owned.clone(), Timestamp::MIN),
-                )
-                .next()
-                .is_some();
-            self.metrics.record_write(has_existing, key_size);
-
             let commit_ts = Timestamp::new(commit_ts_column.value(row_idx));
-            let composite = KeyTsOwned::new(key_owned.clone(), commit_ts);
-            self.index.insert(
-                composite,
+            // datafusion-fintech patch: one skip-list search per row, not two. Whether the key
+            // had a version is read from the entry after the inserted one (versions order by
+            // timestamp descending, and commit timestamps grow), instead of a range search
+            // before the insert with two more clones of the key. A key repeated within one
+            // batch (the same key and timestamp, which replaces the entry) counts as new; the
+            // counts feed only the byte-size seal policies, which datafusion-fintech does not
+            // use.
+            let entry = self.index.insert(
+                KeyTsOwned::new(key_row.to_owned(), commit_ts),
                 DynMutation::Upsert(BatchRowLoc::new(batch_id, row_idx)),
             );
+            let has_existing = entry
+                .next()
+                .is_some_and(|older| older.key().key() == entry.key().key());
+            self.metrics.record_write(has_existing, key_size);
         }
         Ok(Ok(()))
     }
