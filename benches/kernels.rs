@@ -18,7 +18,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{dir_bytes, env_usize, peak_rss_mib, reset_peak_rss};
+use common::{dir_bytes, env_usize, operator_metric, peak_rss_mib, reset_peak_rss};
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, RecordBatch, StringArray,
 };
@@ -26,9 +26,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use datafusion::common::HashMap;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{SortExpr, col};
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_fintech::exec::KeyedStateExec;
 use futures::StreamExt;
 
 const BATCH: usize = 8_192;
@@ -147,22 +146,6 @@ impl State {
     fn reopened(self) -> bool {
         matches!(self, State::RocksDbReopened | State::TonboReopened)
     }
-}
-
-/// Sum of a metric of the keyed-state operators of an executed plan.
-fn operator_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
-    let own = if plan.downcast_ref::<KeyedStateExec>().is_some() {
-        plan.metrics()
-            .and_then(|m| m.sum_by_name(name))
-            .map_or(0, |v| v.as_usize())
-    } else {
-        0
-    };
-    own + plan
-        .children()
-        .into_iter()
-        .map(|c| operator_metric(c, name))
-        .sum::<usize>()
 }
 
 /// What one case measured.

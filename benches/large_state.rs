@@ -28,13 +28,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use common::{dir_bytes, env_usize, peak_rss_mib};
+use common::{dir_bytes, env_usize, operator_metric, peak_rss_mib};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{SortExpr, col};
+use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
@@ -225,13 +226,14 @@ async fn main() {
          rolling_mean(x, 100), {backend}; fold order: {fold_order}"
     );
     let start = Instant::now();
-    let mut stream = ctx
+    let plan = ctx
         .sql(query)
         .await
         .unwrap()
-        .execute_stream()
+        .create_physical_plan()
         .await
         .unwrap();
+    let mut stream = execute_stream(Arc::clone(&plan), ctx.task_ctx()).unwrap();
     let mut seen = 0u64;
     while let Some(b) = stream.next().await {
         seen += b.unwrap().num_rows() as u64;
@@ -248,6 +250,19 @@ async fn main() {
     println!(
         "{}",
         datafusion::arrow::util::pretty::pretty_format_batches(&states).unwrap()
+    );
+    // The operator's times add up over its partitions (they run on parallel threads).
+    let secs_of = |name| operator_metric(&plan, name) as f64 / 1e9;
+    println!(
+        "operator:          fold {:.1} s, load {:.1} s ({} keys), stage {:.1} s ({} evictions), \
+         commit {:.1} s ({} keys), summed over partitions",
+        secs_of("fold_time"),
+        secs_of("load_time"),
+        operator_metric(&plan, "keys_loaded"),
+        secs_of("stage_time"),
+        operator_metric(&plan, "evictions"),
+        secs_of("commit_time"),
+        operator_metric(&plan, "keys_stored"),
     );
     println!("rows/s:            {:.0}", rows as f64 / secs);
     println!("elapsed:           {secs:.1} s");

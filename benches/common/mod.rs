@@ -41,3 +41,25 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Sum of a metric of the keyed-state operators of an executed plan.
+pub fn operator_metric(
+    plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    name: &str,
+) -> usize {
+    let own = if plan
+        .downcast_ref::<datafusion_fintech::exec::KeyedStateExec>()
+        .is_some()
+    {
+        plan.metrics()
+            .and_then(|m| m.sum_by_name(name))
+            .map_or(0, |v| v.as_usize())
+    } else {
+        0
+    };
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| operator_metric(c, name))
+        .sum::<usize>()
+}

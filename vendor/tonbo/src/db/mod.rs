@@ -1512,12 +1512,23 @@ where
         descriptor: SsTableDescriptor,
     ) -> Result<SsTable, SsTableError> {
         let _guard = self.flush_lock.lock().await;
-        let (immutables_snapshot, flush_count) = {
+        let (immutables_snapshot, flush_count, flushed_last) = {
             let seal_read = self.seal_state_lock();
             if seal_read.immutables.is_empty() {
                 return Err(SsTableError::NoImmutableSegments);
             }
-            (seal_read.immutables.clone(), seal_read.immutables.len())
+            // datafusion-fintech patch: the last WAL frame of the memtables this flush writes
+            // (when each has its range), which decides the WAL segments it keeps.
+            let flush_count = seal_read.immutables.len();
+            let flushed_last = seal_read
+                .immutable_wal_ranges
+                .iter()
+                .take(flush_count)
+                .map(|range| range.map(|r| r.last))
+                .collect::<Option<Vec<u64>>>()
+                .filter(|lasts| lasts.len() == flush_count)
+                .and_then(|lasts| lasts.into_iter().max());
+            (seal_read.immutables.clone(), flush_count, flushed_last)
         };
         let mut builder = SsTableBuilder::new(config, descriptor);
         for seg in &immutables_snapshot {
@@ -1529,9 +1540,14 @@ where
         let existing_floor = self.manifest_wal_floor().await;
         let live_floor = self.mutable_wal_range_snapshot().map(|range| range.first);
         let (wal_ids, wal_refs) = if let Some(cfg) = &self.wal_config {
-            match manifest_ext::collect_wal_segment_refs(cfg, existing_floor.as_ref(), live_floor)
-                .await
-            {
+            let refs = match flushed_last {
+                Some(last) => manifest_ext::wal_segment_refs_after(cfg, last).await,
+                None => {
+                    manifest_ext::collect_wal_segment_refs(cfg, existing_floor.as_ref(), live_floor)
+                        .await
+                }
+            };
+            match refs {
                 Ok(refs) => {
                     let wal_ids = if refs.is_empty() {
                         builder.set_wal_ids(None);

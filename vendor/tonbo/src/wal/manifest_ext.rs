@@ -67,6 +67,54 @@ pub(crate) async fn collect_wal_segment_refs(
     Ok(refs)
 }
 
+/// datafusion-fintech patch: the WAL segments a flush must keep, given the last frame of the
+/// memtables it wrote (`flushed_last`): those holding a frame after it (frames of later
+/// memtables, or of an ingest not yet in a memtable), else the newest segment alone, as the
+/// floor (its frames are in the flush's SST; replaying them again is harmless). Every segment
+/// below the first of these is then pruned. `collect_wal_segment_refs` keeps every segment
+/// above the previous floor instead, so the floor advanced by at most one segment a flush and
+/// a table written in large ingests kept nearly its whole WAL (737 MiB of WAL for a 52 MiB
+/// table).
+pub(crate) async fn wal_segment_refs_after(
+    cfg: &WalConfig,
+    flushed_last: u64,
+) -> Result<Vec<WalSegmentRef>, WalError> {
+    let storage = WalStorage::new(Arc::clone(&cfg.segment_backend), cfg.dir.clone());
+    let wal_state_hint = storage
+        .load_state_handle(cfg.state_store.as_ref())
+        .await?
+        .and_then(|handle| handle.state().last_segment_seq);
+    let Some(tail) = storage.tail_metadata_with_hint(wal_state_hint).await? else {
+        return Ok(Vec::new());
+    };
+    let mut refs = Vec::new();
+    let mut newest = None;
+    for descriptor in tail
+        .completed
+        .iter()
+        .chain(std::iter::once(&tail.active))
+        .filter(|descriptor| descriptor.bytes > 0)
+    {
+        let bounds = storage
+            .segment_frame_bounds(&descriptor.path)
+            .await?
+            .ok_or(WalError::Corrupt(
+                "wal segment contained no frames despite non-zero length",
+            ))?;
+        let segment = wal_segment_ref_from_descriptor(descriptor, bounds);
+        if bounds.last_seq > flushed_last {
+            refs.push(segment.clone());
+        }
+        newest = Some(segment);
+    }
+    if refs.is_empty() {
+        refs.extend(newest);
+    }
+    refs.sort_by_key(|segment| segment.seq());
+    refs.dedup_by_key(|segment| segment.seq());
+    Ok(refs)
+}
+
 fn wal_segment_ref_from_descriptor(
     descriptor: &SegmentDescriptor,
     bounds: SegmentFrameBounds,
