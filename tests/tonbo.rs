@@ -291,7 +291,7 @@ async fn the_wal_keeps_only_what_is_not_flushed_and_replays_it() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 rows.push(k);
                 *slot = Some(round);
             }

@@ -563,8 +563,9 @@ impl Store {
         let mut out = Vec::with_capacity(by_state.len());
         for (state_no, mut rows) in by_state {
             // In key order: Tonbo inserts each row into a skip list, and a search for the
-            // key next to the last one's finds its path in the cache.
-            rows.sort_unstable_by_key(|&i| writes[i].1);
+            // key next to the last one's finds its path in the cache. A stable sort: of two
+            // writes of one key, Tonbo keeps the later.
+            rows.sort_by_key(|&i| writes[i].1);
             let meta = metas.get(&state_no).ok_or_else(|| {
                 DataFusionError::Internal(format!("write to unregistered state number {state_no}"))
             })?;

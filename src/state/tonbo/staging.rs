@@ -75,7 +75,10 @@ fn attempt_filter(attempt: Option<u64>) -> Option<Expr> {
 }
 
 /// A Bloom filter of the (state index, key) pairs an attempt staged, in blocks of
-/// [`StagedKeys::BLOCK_KEYS`] keys: no false negatives, about 1% false positives.
+/// [`StagedKeys::BLOCK_KEYS`] keys: no false negatives, about 1 in 100,000 false positives a
+/// full block (3 MiB). A key that may be staged costs its load a scan of the staged table
+/// (about 10 ms in the 5M-key larger-than-memory run, where a filter of 10 bits a key sent
+/// most loads to one), so with millions of keys staged most loads still find none.
 #[derive(Debug, Default)]
 pub(super) struct StagedKeys {
     blocks: Vec<Vec<u64>>,
@@ -87,8 +90,8 @@ pub(super) struct StagedKeys {
 impl StagedKeys {
     const BLOCK_KEYS: usize = 1 << 20;
     /// Bits per key, and probes per key.
-    const BITS: usize = 10;
-    const PROBES: u64 = 7;
+    const BITS: usize = 24;
+    const PROBES: u64 = 16;
 
     /// The bits `(index, key)` sets in a block: hashed once, probed by double hashing.
     fn probes(&self, index: u32, key: &[u8]) -> impl Iterator<Item = usize> + Clone + use<> {
@@ -201,7 +204,7 @@ impl Store {
         let mut by_state: Vec<(u32, Vec<usize>)> = by_state.into_iter().collect();
         by_state.sort_unstable_by_key(|(i, _)| *i);
         for (_, rows) in &mut by_state {
-            rows.sort_unstable_by_key(|&p| puts[p].key.as_slice());
+            rows.sort_by_key(|&p| puts[p].key.as_slice());
         }
         for (i, rows) in &by_state {
             TableSchema::new(&states[*i as usize])?.batch(
@@ -426,7 +429,8 @@ mod tests {
         let false_positives = (0..100_000u64)
             .filter(|i| keys.may_hold(7, &i.to_le_bytes()))
             .count();
-        assert!(false_positives < 3_000, "{false_positives} of 100,000");
+        // About 1 expected (1 in 100,000 for the full block).
+        assert!(false_positives < 20, "{false_positives} of 100,000");
     }
 
     #[test]
