@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion_fintech::state::tonbo::bridge::{from_tonbo, to_tonbo};
+use datafusion_fintech::state::tonbo::bridge::{TonboBatch, from_tonbo, to_tonbo};
 use tonbo::db::{BatchesThreshold, CompactionOptions};
 use tonbo::prelude::{DbBuilder, Expr, ScalarValue};
 
@@ -48,6 +48,37 @@ fn sorted_by_key(batches: Vec<RecordBatch>) -> RecordBatch {
     let batch = concat_batches(&batches[0].schema(), &batches).unwrap();
     let order = sort_to_indices(batch.column(0), None, None).unwrap();
     take_record_batch(&batch, &order).unwrap()
+}
+
+/// (key, value) rows as a batch of the (k Binary, v Int64) tables of the tests below, in
+/// Tonbo's arrow.
+fn kv_batch<'a>(rows: impl IntoIterator<Item = (&'a [u8], i64)>) -> TonboBatch {
+    let (keys, values): (Vec<&[u8]>, Vec<i64>) = rows.into_iter().unzip();
+    let schema = Schema::new(vec![
+        Field::new("k", DataType::Binary, false),
+        Field::new("v", DataType::Int64, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(BinaryArray::from_iter_values(keys)),
+            Arc::new(Int64Array::from(values)),
+        ],
+    )
+    .unwrap();
+    to_tonbo(&batch).unwrap()
+}
+
+/// The (key, value) rows of a scan of such a table, in the scan's order.
+fn kv_rows(batches: Vec<TonboBatch>) -> Vec<(Vec<u8>, i64)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let b = from_tonbo(b).unwrap();
+        let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
+        let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        rows.extend((0..b.num_rows()).map(|i| (k.value(i).to_vec(), v.value(i))));
+    }
+    rows
 }
 
 // Tonbo's file system layer needs a multi-threaded runtime (it blocks in place).
@@ -95,12 +126,7 @@ async fn state_rows_round_trip_through_tonbo_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_right_after_an_ingest_sees_it() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Binary, false),
-        Field::new("v", DataType::Int64, false),
-    ]));
-    let empty = to_tonbo(&RecordBatch::new_empty(Arc::clone(&schema))).unwrap();
-    let db = DbBuilder::from_schema_key_name(empty.schema(), "k")
+    let db = DbBuilder::from_schema_key_name(kv_batch([]).schema(), "k")
         .unwrap()
         .on_disk(dir.path())
         .unwrap()
@@ -115,24 +141,13 @@ async fn a_scan_right_after_an_ingest_sees_it() {
     for round in 1..=100i64 {
         // Round r writes r to the first 1 + r % 3 keys.
         let n = 1 + (round % 3) as usize;
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(BinaryArray::from_iter_values(&keys[..n])),
-                Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(round, n))),
-            ],
-        )
-        .unwrap();
-        db.ingest(to_tonbo(&batch).unwrap()).await.unwrap();
+        db.ingest(kv_batch(keys[..n].iter().map(|&k| (k, round))))
+            .await
+            .unwrap();
         seen[..n].fill(round);
         let mut got = vec![0i64; 3];
-        for b in db.scan().collect().await.unwrap() {
-            let b = from_tonbo(b).unwrap();
-            let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
-            let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-            for i in 0..b.num_rows() {
-                got[keys.iter().position(|x| *x == k.value(i)).unwrap()] = v.value(i);
-            }
+        for (k, v) in kv_rows(db.scan().collect().await.unwrap()) {
+            got[keys.iter().position(|x| *x == k.as_slice()).unwrap()] = v;
         }
         assert_eq!(got, seen, "round {round}");
     }
@@ -145,12 +160,7 @@ async fn a_scan_right_after_an_ingest_sees_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_ingested_out_of_order_scan_in_byte_order_with_their_last_values() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Binary, false),
-        Field::new("v", DataType::Int64, false),
-    ]));
-    let empty = to_tonbo(&RecordBatch::new_empty(Arc::clone(&schema))).unwrap();
-    let db = DbBuilder::from_schema_key_name(empty.schema(), "k")
+    let db = DbBuilder::from_schema_key_name(kv_batch([]).schema(), "k")
         .unwrap()
         .on_disk(dir.path())
         .unwrap()
@@ -176,17 +186,7 @@ async fn keys_ingested_out_of_order_scan_in_byte_order_with_their_last_values() 
     }
     let scrambled: Vec<usize> = (0..all.len()).map(|i| (i * 17 + 5) % all.len()).collect();
     let batch = |rows: &[usize], value: &dyn Fn(usize) -> i64| {
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(BinaryArray::from_iter_values(
-                    rows.iter().map(|&i| all[i].as_slice()),
-                )),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|&i| value(i)))),
-            ],
-        )
-        .unwrap();
-        to_tonbo(&batch).unwrap()
+        kv_batch(rows.iter().map(|&i| (all[i].as_slice(), value(i))))
     };
     db.ingest(batch(&scrambled, &|i| i as i64)).await.unwrap();
     // Every third key again, in the reverse of that order, with a new value.
@@ -214,16 +214,7 @@ async fn keys_ingested_out_of_order_scan_in_byte_order_with_their_last_values() 
     expected.sort();
     let scan = |filter: Expr| {
         let db = &db;
-        async move {
-            let mut rows = Vec::new();
-            for b in db.scan().filter(filter).collect().await.unwrap() {
-                let b = from_tonbo(b).unwrap();
-                let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
-                let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-                rows.extend((0..b.num_rows()).map(|i| (k.value(i).to_vec(), v.value(i))));
-            }
-            rows
-        }
+        async move { kv_rows(db.scan().filter(filter).collect().await.unwrap()) }
     };
     assert_eq!(scan(Expr::is_not_null("k")).await, expected);
     let (low, high) = (vec![0u8, 1], vec![1u8, 0xff, 0]);
@@ -249,11 +240,7 @@ async fn the_wal_keeps_only_what_is_not_flushed_and_replays_it() {
     use tonbo::db::WalConfig;
     use tonbo::db::wal_tuning::WalConfigExt;
     let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Binary, false),
-        Field::new("v", DataType::Int64, false),
-    ]));
-    let empty = to_tonbo(&RecordBatch::new_empty(Arc::clone(&schema))).unwrap();
+    let empty = kv_batch([]);
     let open = || async {
         DbBuilder::from_schema_key_name(empty.schema(), "k")
             .unwrap()
@@ -296,20 +283,9 @@ async fn the_wal_keeps_only_what_is_not_flushed_and_replays_it() {
                 *slot = Some(round);
             }
         }
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(BinaryArray::from_iter_values(
-                    rows.iter().map(|&k| keys[k].as_slice()),
-                )),
-                Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
-                    round,
-                    rows.len(),
-                ))),
-            ],
-        )
-        .unwrap();
-        db.ingest(to_tonbo(&batch).unwrap()).await.unwrap();
+        db.ingest(kv_batch(rows.iter().map(|&k| (keys[k].as_slice(), round))))
+            .await
+            .unwrap();
         if round % 50 == 0 {
             // Let the background flushes finish, then count what the WAL kept.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -325,14 +301,8 @@ async fn the_wal_keeps_only_what_is_not_flushed_and_replays_it() {
     drop(db);
     let db = open().await;
     let mut got = vec![None; keys.len()];
-    for b in db.scan().collect().await.unwrap() {
-        let b = from_tonbo(b).unwrap();
-        let k = b.column(0).as_any().downcast_ref::<BinaryArray>().unwrap();
-        let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-        for i in 0..b.num_rows() {
-            let key = u32::from_be_bytes(k.value(i).try_into().unwrap()) as usize;
-            got[key] = Some(v.value(i));
-        }
+    for (k, v) in kv_rows(db.scan().collect().await.unwrap()) {
+        got[u32::from_be_bytes(k.try_into().unwrap()) as usize] = Some(v);
     }
     assert_eq!(got, last);
 }

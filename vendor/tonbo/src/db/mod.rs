@@ -1522,12 +1522,12 @@ where
             let flush_count = seal_read.immutables.len();
             let flushed_last = seal_read
                 .immutable_wal_ranges
-                .iter()
-                .take(flush_count)
-                .map(|range| range.map(|r| r.last))
-                .collect::<Option<Vec<u64>>>()
-                .filter(|lasts| lasts.len() == flush_count)
-                .and_then(|lasts| lasts.into_iter().max());
+                .get(..flush_count)
+                .and_then(|ranges| {
+                    ranges
+                        .iter()
+                        .try_fold(0, |last, range| range.map(|r| last.max(r.last)))
+                });
             (seal_read.immutables.clone(), flush_count, flushed_last)
         };
         let mut builder = SsTableBuilder::new(config, descriptor);
